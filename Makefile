@@ -1,0 +1,29 @@
+# Two commands set up and run everything on a fresh machine:
+#   make quickstart   train LRFormer-T on the bundled CamVid, then test it (prints test mIoU)
+#   make test         run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+RUN_DIR ?= runs/quickstart
+
+.PHONY: quickstart test lint install
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lrsa-seg fit --config configs/quickstart.yaml
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .

@@ -1,0 +1,265 @@
+"""SemanticSegmentationTask: the LightningModule that trains, evaluates and predicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from .convert import load_state_dict_checked, read_weights
+from .models import create_model
+from .models.segmentor import predict_logits
+
+# ImageNet statistics on 0-255 RGB, as in the released models (SPEC.md).
+IMAGE_MEAN = (123.675, 116.28, 103.53)
+IMAGE_STD = (58.395, 57.12, 57.375)
+IGNORE_INDEX = 255
+
+
+def warmup_poly_factor(
+    step: int, max_steps: int, warmup_steps: int, warmup_ratio: float = 1e-6, power: float = 1.0, min_lr_ratio: float = 0.0
+) -> float:
+    """LR multiplier of mmseg's schedule: poly decay to ``min_lr_ratio``, linear warm-up on top.
+
+    ``poly = (1 - step / max_steps) ** power`` (scaled into ``[min_lr_ratio, 1]``); during the
+    first ``warmup_steps`` it is multiplied by a factor rising linearly from ``warmup_ratio``
+    to 1.
+    """
+    progress = min(step, max_steps) / max(1, max_steps)
+    factor = (1 - progress) ** power * (1 - min_lr_ratio) + min_lr_ratio
+    if step < warmup_steps:
+        factor *= 1 - (1 - step / warmup_steps) * (1 - warmup_ratio)
+    return factor
+
+
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict[str, Any]]:
+    """AdamW groups: normalization parameters get no weight decay; the decode head gets ``lr * head_lr_mult``."""
+    norm_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm))
+        for p in m.parameters(recurse=False)
+    }
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name.startswith("decode_head."), id(param) in norm_params), []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": lr * (head_lr_mult if is_head else 1.0),
+            "weight_decay": 0.0 if is_norm else weight_decay,
+            "name": f"{'head' if is_head else 'backbone'}{'_norm' if is_norm else ''}",
+        }
+        for (is_head, is_norm), params in sorted(groups.items())
+    ]
+
+
+class SemanticSegmentationTask(L.LightningModule):
+    """Train and evaluate a registered segmentation model with the paper's recipe.
+
+    Args:
+        model: registered name (``lrsa_seg.models.list_models()``), e.g. ``lrformer_t``.
+        num_classes: output classes (linked from the datamodule by the CLI).
+        pooled_sizes: backbone LRSA pooled size, one int or one per stage (None: the variant's 16).
+        head_pooled_size: LRHead LRSA pooled size (None: the variant's 32).
+        drop_path_rate: stochastic depth (None: the variant's).
+        weights: initialisation file: a ``lrsa-seg convert`` output, an official checkpoint, a
+            Lightning checkpoint of this task or a backbone-only state dict; loaded strictly.
+        weights_scope: ``"auto"`` loads the whole model, or only the backbone when the file has no
+            head; ``"backbone"`` takes only the backbone from any file (fine-tuning on new classes).
+        class_names: names for per-class IoU (linked from the datamodule by the CLI).
+        lr: base learning rate (AdamW).
+        weight_decay: AdamW weight decay (none on normalization parameters).
+        betas: AdamW betas.
+        head_lr_mult: learning-rate multiplier of the decode head.
+        warmup_iters: linear warm-up iterations.
+        warmup_ratio: LR factor at the start of warm-up.
+        max_iters: iterations of the poly decay (None: the trainer's total steps).
+        poly_power: power of the poly decay.
+        min_lr: LR at the end of the decay.
+        eval_mode: ``"whole"`` image or ``"slide"`` window inference for val/test/predict.
+        eval_crop_size: sliding window ``(h, w)``.
+        eval_stride: sliding stride ``(h, w)``.
+        eval_base_size: resize eval images keeping the ratio to fit ``(long, short)`` first (the
+            paper's test scale, e.g. ``(2048, 512)``); None keeps the native size.
+        eval_size_multiple: round eval sizes to a multiple (32 = the paper's AlignResize); None: any size.
+        tta_scales: multi-scale test-time factors.
+        tta_flip: also average the horizontally flipped prediction.
+        grad_checkpointing: recompute backbone blocks in backward to save memory.
+    """
+
+    monitor = "val/mIoU"
+    mode = "max"
+
+    def __init__(
+        self,
+        model: str = "lrformer_t",
+        num_classes: int = 150,
+        pooled_sizes: int | list[int] | None = None,
+        head_pooled_size: int | None = None,
+        drop_path_rate: float | None = None,
+        weights: str | None = None,
+        weights_scope: Literal["auto", "backbone"] = "auto",
+        class_names: list[str] | None = None,
+        lr: float = 6e-5,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        head_lr_mult: float = 10.0,
+        warmup_iters: int = 1500,
+        warmup_ratio: float = 1e-6,
+        max_iters: int | None = None,
+        poly_power: float = 1.0,
+        min_lr: float = 0.0,
+        eval_mode: Literal["whole", "slide"] = "whole",
+        eval_crop_size: tuple[int, int] = (512, 512),
+        eval_stride: tuple[int, int] = (341, 341),
+        eval_base_size: tuple[int, int] | None = None,
+        eval_size_multiple: int | None = None,
+        tta_scales: list[float] = [1.0],  # noqa: B006 (jsonargparse needs a literal default)
+        tta_flip: bool = False,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if num_classes < 1:
+            raise ValueError(f"model.num_classes must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
+        overrides: dict[str, Any] = {}
+        if pooled_sizes is not None:
+            overrides["pooled_sizes"] = pooled_sizes if isinstance(pooled_sizes, int) else tuple(pooled_sizes)
+        if head_pooled_size is not None:
+            overrides["head_pooled_size"] = head_pooled_size
+        if drop_path_rate is not None:
+            overrides["drop_path_rate"] = drop_path_rate
+        try:
+            self.model = create_model(model, num_classes=num_classes, **overrides)
+        except ValueError as err:
+            raise ValueError(f"model: {err}") from err
+        if not hasattr(self.model, "decode_head"):
+            raise ValueError(f"model: {model!r} is not a segmentation model (use one without the _cls suffix)")
+        self.model.backbone.set_grad_checkpointing(grad_checkpointing)
+        if weights is not None:
+            self.load_weights(weights, weights_scope)
+        self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        metrics = MetricCollection(
+            {
+                "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE_INDEX),
+                "aAcc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=IGNORE_INDEX)
+        self.test_class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=IGNORE_INDEX)
+
+    def load_weights(self, path: str, scope: Literal["auto", "backbone"] = "auto") -> None:
+        """Initialise from ``path`` strictly (see ``weights`` / ``weights_scope``)."""
+        state_dict = read_weights(path)
+        has_head = any(k.startswith("decode_head.") for k in state_dict)
+        if scope == "backbone" or not has_head:
+            backbone = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+            load_state_dict_checked(self.model.backbone, backbone, source=f"{path} (backbone)")
+        else:
+            load_state_dict_checked(self.model, state_dict, source=str(path))
+
+    # --- forward -------------------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` RGB -> float, ImageNet-normalized."""
+        return (images.float() - self.image_mean) / self.image_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float 0-255 ``(B, 3, H, W)`` -> logits ``(B, K, H, W)``."""
+        return self.model(self.normalize(images))
+
+    def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Test-time class probabilities ``(B, K, H, W)`` with the configured inference mode and TTA."""
+        h = self.hparams
+        return predict_logits(
+            self.model,
+            self.normalize(images),
+            mode=h.eval_mode,
+            crop_size=tuple(h.eval_crop_size),
+            stride=tuple(h.eval_stride),
+            base_size=tuple(h.eval_base_size) if h.eval_base_size else None,
+            size_multiple=h.eval_size_multiple,
+            scales=tuple(h.tta_scales),
+            flip=h.tta_flip,
+        )
+
+    # --- steps ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy on the crop; a non-finite loss stops the run naming the batch."""
+        logits = self(batch["image"])
+        loss = self.criterion(logits.float(), batch["mask"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}, batch {batch_idx}: "
+                f"files {batch.get('name')}"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], metrics: MetricCollection, class_iou: MulticlassJaccardIndex) -> None:
+        preds = self.predict_probs(batch["image"]).argmax(dim=1)
+        metrics.update(preds, batch["mask"])
+        class_iou.update(preds, batch["mask"])
+        self.log_dict(metrics, batch_size=batch["image"].shape[0], prog_bar=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Score the whole original-size images."""
+        self._evaluate(batch, self.val_metrics, self.val_class_iou)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Score the whole original-size images."""
+        self._evaluate(batch, self.test_metrics, self.test_class_iou)
+
+    def _log_class_iou(self, prefix: str, class_iou: MulticlassJaccardIndex) -> None:
+        values = class_iou.compute()
+        self.log_dict({f"{prefix}/IoU/{name}": value for name, value in zip(self.class_names, values)})
+        class_iou.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-class IoU (synced across processes by torchmetrics)."""
+        self._log_class_iou("val", self.val_class_iou)
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class IoU (synced across processes by torchmetrics)."""
+        self._log_class_iou("test", self.test_class_iou)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"name", "image", "pred"}`` (labels ``(B, H, W)`` uint8), or ``{"name", "error"}`` for an unreadable file."""
+        if "error" in batch:
+            return {"name": batch["name"], "error": batch["error"]}
+        preds = self.predict_probs(batch["image"]).argmax(dim=1).to(torch.uint8)
+        return {"name": batch["name"], "image": batch["image"], "pred": preds}
+
+    # --- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with parameter groups and a per-iteration warm-up + poly schedule."""
+        h = self.hparams
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, h.lr, h.weight_decay, h.head_lr_mult), lr=h.lr, betas=tuple(h.betas)
+        )
+        max_iters = h.max_iters or self.trainer.estimated_stepping_batches
+        if not math.isfinite(max_iters):
+            raise ValueError("model.max_iters is needed when the trainer has no max_steps/max_epochs")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_poly_factor(
+                step, int(max_iters), h.warmup_iters, h.warmup_ratio, h.poly_power, h.min_lr / h.lr
+            ),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "monitor": self.monitor},
+        }
