@@ -20,7 +20,8 @@ def count_macs(model: nn.Module, height: int, width: int, batch: int = 1) -> tup
     """Multiply-accumulates of one eval forward at ``height x width``, total and per module.
 
     Counted by :class:`FlopCounterMode` (FLOPs / 2) over matmuls and convolutions, the
-    operators the paper counts. The plain attention path is used while counting, because the
+    operators the paper counts. The input is made on the model's device: a model built under
+    ``torch.device("meta")`` is counted without computing anything. The plain attention path is used while counting, because the
     counter has no formula for the fused SDPA kernel on CPU and would report 0 for it.
     """
     was_training = model.training
@@ -29,7 +30,8 @@ def count_macs(model: nn.Module, height: int, width: int, batch: int = 1) -> tup
     try:
         counter = FlopCounterMode(display=False, depth=None)
         with torch.no_grad(), counter:
-            model(torch.zeros(batch, 3, height, width))
+            device = next(model.parameters()).device
+            model(torch.zeros(batch, 3, height, width, device=device))
     finally:
         set_fused_attention(model, True)
         model.train(was_training)
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.head_pooled_size is not None:
         overrides["head_pooled_size"] = args.head_pooled_size
     try:
-        model = create_model(args.model, num_classes=args.num_classes, **overrides)
+        with torch.device("meta"):  # shapes only: counting computes nothing
+            model = create_model(args.model, num_classes=args.num_classes, **overrides)
     except ValueError as err:
         parser.error(str(err))
     report = flops_report(model, height, width, depth=args.depth)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lrsa_seg.cli import main
 from lrsa_seg.flops import count_macs
@@ -24,7 +25,9 @@ PAPER_GMACS = [
 
 @pytest.mark.parametrize(("name", "height", "width", "classes", "paper"), PAPER_GMACS)
 def test_flops_match_paper(name: str, height: int, width: int, classes: int, paper: float) -> None:
-    macs, _ = count_macs(create_model(name, num_classes=classes), height, width)
+    with torch.device("meta"):
+        model = create_model(name, num_classes=classes)
+    macs, _ = count_macs(model, height, width)
     assert abs(macs / 1e9 - paper) / paper <= 0.05
 
 
@@ -33,6 +36,12 @@ def test_flops_cli_json(capsys: pytest.CaptureFixture) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["params"] == 13_264_894
     assert 16.0 < report["gmacs"] < 17.5
+
+
+def test_meta_count_equals_real_count() -> None:
+    with torch.device("meta"):
+        meta = create_model("lrformer_test", num_classes=3)
+    assert count_macs(meta, 96, 160) == count_macs(create_model("lrformer_test", num_classes=3), 96, 160)
 
 
 def test_flops_counts_attention_with_sdpa_model() -> None:

@@ -224,7 +224,8 @@ class LRFormer(nn.Module):
             if len(values) != num_stages:
                 raise ValueError(f"{name} needs {num_stages} values (one per stage), got {list(values)}")
         pooled = _per_stage(pooled_sizes, "pooled_sizes", num_stages)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)
+        rates = [drop_path_rate * j / max(1, total - 1) for j in range(total)]
         stages = []
         for i in range(num_stages):
             first = sum(depths[:i])
