@@ -26,7 +26,9 @@ class RandomRescale(DualTransform):
     ``(long * r, short * r)``; images bilinear, masks nearest.
     """
 
-    def __init__(self, base_size: tuple[int, int], ratio_range: tuple[float, float] = (0.5, 2.0), p: float = 1.0) -> None:
+    def __init__(
+        self, base_size: tuple[int, int], ratio_range: tuple[float, float] = (0.5, 2.0), p: float = 1.0
+    ) -> None:
         super().__init__(p=p)
         self.base_size = (max(base_size), min(base_size))
         self.ratio_range = ratio_range

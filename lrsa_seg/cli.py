@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 # Tools that are not Lightning subcommands: name -> (module with main(argv) -> int, summary).
 TOOLS = {
@@ -18,7 +18,7 @@ TOOLS = {
 class SegmentationCLI(LightningCLI):
     """LightningCLI that takes ``num_classes`` and class names from the datamodule."""
 
-    def add_arguments_to_parser(self, parser: "LightningCLI.parser") -> None:  # type: ignore[name-defined]
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link the dataset's classes to the model."""
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")

@@ -91,7 +91,9 @@ def official_config_to_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     if head.get("align_corners", False):
         raise ValueError("decode_head.align_corners=True is not used by any LRFormer release; not supported")
     if list(head["in_channels"]) != list(backbone["embed_dims"][1:]):
-        raise ValueError(f"decode_head.in_channels {head['in_channels']} != backbone.embed_dims[1:] {backbone['embed_dims'][1:]}")
+        raise ValueError(
+            f"decode_head.in_channels {head['in_channels']} != backbone.embed_dims[1:] {backbone['embed_dims'][1:]}"
+        )
     if backbone["depths"][2] > 20:
         raise ValueError("LRFormer-XL (stage-3 depth > 20, extra pre-norm BatchNorms) is not supported")
     return dict(
@@ -137,7 +139,9 @@ def state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     return problems
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+def load_state_dict_checked(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> None:
     """``load_state_dict(strict=True)`` that reports every problem at once, naming ``source``."""
     problems = state_dict_mismatches(model, state_dict)
     if problems:
@@ -219,7 +223,9 @@ def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], model_name: str, allow_pickle: bool = False) -> dict[str, Any]:
+def convert_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], model_name: str, allow_pickle: bool = False
+) -> dict[str, Any]:
     """Convert an official checkpoint file to an lrsa-seg weights file, checked by a strict load.
 
     The output holds ``{"model": name, "model_kwargs": {...}, "state_dict": {...}}`` and loads
@@ -248,14 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="official checkpoint (mmseg .pth with state_dict/meta, or a bare state dict)")
     parser.add_argument("dst", help="output file for lrsa-seg")
     parser.add_argument("--model", required=True, help="registered model name, e.g. lrformer_t")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow arbitrary unpickling (only for files you trust)")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="allow arbitrary unpickling (only for files you trust)"
+    )
     args = parser.parse_args(argv)
     try:
         out = convert_checkpoint(args.src, args.dst, args.model, args.allow_pickle)
     except (OSError, RuntimeError, ValueError) as err:
         print(f"error: {err}")
         return 1
-    n = sum(v.numel() for k, v in out["state_dict"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    n = sum(
+        v.numel()
+        for k, v in out["state_dict"].items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     print(f"wrote {args.dst}: {args.model}, {out['model_kwargs']['num_classes']} classes, {n:,} parameters")
     return 0
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.lrsa import set_fused_attention
+from .models.lrsa import LowResolutionSelfAttention, set_fused_attention
 
 
 def count_params(model: nn.Module) -> int:
@@ -21,10 +21,12 @@ def count_macs(model: nn.Module, height: int, width: int, batch: int = 1) -> tup
 
     Counted by :class:`FlopCounterMode` (FLOPs / 2) over matmuls and convolutions, the
     operators the paper counts. The input is made on the model's device: a model built under
-    ``torch.device("meta")`` is counted without computing anything. The plain attention path is used while counting, because the
-    counter has no formula for the fused SDPA kernel on CPU and would report 0 for it.
+    ``torch.device("meta")`` is counted without computing anything. The plain attention path
+    is used while counting, because the counter has no formula for the fused SDPA kernel on
+    CPU and would report 0 for it.
     """
     was_training = model.training
+    fused = {m: m.fused_attention for m in model.modules() if isinstance(m, LowResolutionSelfAttention)}
     model.eval()
     set_fused_attention(model, False)
     try:
@@ -33,7 +35,8 @@ def count_macs(model: nn.Module, height: int, width: int, batch: int = 1) -> tup
             device = next(model.parameters()).device
             model(torch.zeros(batch, 3, height, width, device=device))
     finally:
-        set_fused_attention(model, True)
+        for module, enabled in fused.items():
+            module.fused_attention = enabled
         model.train(was_training)
     # The counter names modules "<RootClass>.<path>"; keep the path ("" is the whole model).
     per_module = {
@@ -48,7 +51,13 @@ def flops_report(model: nn.Module, height: int, width: int, depth: int = 2) -> d
     """``{"params", "macs", "gmacs", "size", "per_module"}``; modules down to ``depth`` dots."""
     macs, per_module = count_macs(model, height, width)
     table = {name: n for name, n in per_module.items() if name and name.count(".") < depth}
-    return {"params": count_params(model), "macs": macs, "gmacs": macs / 1e9, "size": [height, width], "per_module": table}
+    return {
+        "params": count_params(model),
+        "macs": macs,
+        "gmacs": macs / 1e9,
+        "size": [height, width],
+        "per_module": table,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

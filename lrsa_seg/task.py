@@ -22,7 +22,12 @@ IGNORE_INDEX = 255
 
 
 def warmup_poly_factor(
-    step: int, max_steps: int, warmup_steps: int, warmup_ratio: float = 1e-6, power: float = 1.0, min_lr_ratio: float = 0.0
+    step: int,
+    max_steps: int,
+    warmup_steps: int,
+    warmup_ratio: float = 1e-6,
+    power: float = 1.0,
+    min_lr_ratio: float = 0.0,
 ) -> float:
     """LR multiplier of mmseg's schedule: poly decay to ``min_lr_ratio``, linear warm-up on top.
 
@@ -237,7 +242,7 @@ class SemanticSegmentationTask(L.LightningModule):
         self._log_class_iou("test", self.test_class_iou)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """``{"name", "image", "pred"}`` (labels ``(B, H, W)`` uint8), or ``{"name", "error"}`` for an unreadable file."""
+        """``{"name", "image", "pred"}`` (labels ``(B, H, W)`` uint8); ``{"name", "error"}`` for a bad file."""
         if "error" in batch:
             return {"name": batch["name"], "error": batch["error"]}
         preds = self.predict_probs(batch["image"]).argmax(dim=1).to(torch.uint8)

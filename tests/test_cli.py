@@ -106,7 +106,9 @@ def test_weights_initialisation(camvid_root: Path, tmp_path: Path) -> None:
     assert torch.equal(task.model.backbone.stages[0].blocks[0].attn.q.weight, ref["state_dict"][key])
     # A backbone-only official state dict (no prefix) loads into the backbone strictly.
     backbone_only = tmp_path / "backbone.pth"
-    torch.save({k[len("backbone.") :]: v for k, v in ref["state_dict"].items() if k.startswith("backbone.")}, backbone_only)
+    torch.save(
+        {k[len("backbone.") :]: v for k, v in ref["state_dict"].items() if k.startswith("backbone.")}, backbone_only
+    )
     task = SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(backbone_only))
     assert torch.equal(task.model.backbone.stages[0].blocks[0].attn.q.weight, ref["state_dict"][key])
 

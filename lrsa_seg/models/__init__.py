@@ -66,7 +66,16 @@ def build_segmentor(
 ) -> Segmentor:
     """LRFormer backbone + LRHead; see :class:`LRFormer` and :class:`LRHead` for the arguments."""
     backbone = LRFormer(dims, depths, num_heads, mlp_ratios, pooled_sizes, layer_scale_stages, drop_path_rate, qkv_bias)
-    head = LRHead(backbone.out_channels, head_channels, num_classes, head_num_heads, head_mlp_ratio, head_pooled_size, dropout, qkv_bias)
+    head = LRHead(
+        backbone.out_channels,
+        head_channels,
+        num_classes,
+        head_num_heads,
+        head_mlp_ratio,
+        head_pooled_size,
+        dropout,
+        qkv_bias,
+    )
     return Segmentor(backbone, head)
 
 
@@ -114,7 +123,9 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     allowed = set(inspect.signature(builder).parameters)
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(f"unknown argument(s) {unknown} for model {name!r}; allowed: {sorted(allowed - {'num_classes'})}")
+        raise ValueError(
+            f"unknown argument(s) {unknown} for model {name!r}; allowed: {sorted(allowed - {'num_classes'})}"
+        )
     kwargs.update(overrides)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

@@ -49,7 +49,9 @@ class LRHead(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
 
         def block() -> Block:
-            return Block(channels, num_heads, pooled_size, mlp_ratio, norm="batchnorm", layer_scale=True, qkv_bias=qkv_bias)
+            return Block(
+                channels, num_heads, pooled_size, mlp_ratio, norm="batchnorm", layer_scale=True, qkv_bias=qkv_bias
+            )
 
         self.squeeze1 = ConvBNReLU(sum(in_channels[1:]), channels)
         self.block1 = block()

@@ -70,9 +70,7 @@ class LowResolutionSelfAttention(nn.Module):
         self.pooled_size = pooled_size
         self.level_sizes = pyramid_sizes(pooled_size)
         if level_convs is not None and len(level_convs) != len(self.level_sizes):
-            raise ValueError(
-                f"level_convs has {len(level_convs)} convs, the pyramid {len(self.level_sizes)}"
-            )
+            raise ValueError(f"level_convs has {len(level_convs)} convs, the pyramid {len(self.level_sizes)}")
         # A plain tuple keeps the shared convs out of this module's state_dict.
         self._level_convs = (level_convs,) if level_convs is not None else ()
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
