@@ -1,7 +1,11 @@
 """LightningDataModules and datasets for semantic segmentation."""
 
+from .ade20k import ADE20K, ADE20KDataModule
 from .base import DatasetError, ImageFolder, SegmentationDataModule, SegmentationDataset
 from .camvid import CamVid, CamVidDataModule
+from .cityscapes import Cityscapes, CityscapesDataModule
+from .coco_stuff import COCOStuff, COCOStuffDataModule
+from .folder import SegmentationFolder, SegmentationFolderDataModule
 
 __all__ = [
     "CamVid",
@@ -10,4 +14,12 @@ __all__ = [
     "ImageFolder",
     "SegmentationDataModule",
     "SegmentationDataset",
+    "ADE20K",
+    "ADE20KDataModule",
+    "COCOStuff",
+    "COCOStuffDataModule",
+    "Cityscapes",
+    "CityscapesDataModule",
+    "SegmentationFolder",
+    "SegmentationFolderDataModule",
 ]

@@ -5,23 +5,80 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
+import lightning as L
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 # Tools that are not Lightning subcommands: name -> (module with main(argv) -> int, summary).
 TOOLS = {
     "flops": ("lrsa_seg.flops", "exact parameter and multiply-accumulate counts"),
     "convert": ("lrsa_seg.convert", "convert an official LRFormer checkpoint"),
+    "ablate": ("lrsa_seg.ablate", "pool-size ablation: fit + test per pooled size, one table"),
+    "check-data": ("lrsa_seg.check_data", "scan a dataset: bad files, orphans, sizes, labels; pixels per class"),
 }
 
 
 class SegmentationCLI(LightningCLI):
-    """LightningCLI that takes ``num_classes`` and class names from the datamodule."""
+    """LightningCLI that takes ``num_classes`` and class names from the datamodule.
+
+    Every trainer gets atomic checkpoint files and fault tolerance (:mod:`lrsa_seg.reliability`),
+    and the configuration is checked before anything runs.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link the dataset's classes to the model."""
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's merge of the ``--ckpt_path`` file's hyper-parameters into the config, read safely.
+
+        Lightning 2.6 reads the file here with ``torch.load(weights_only=True)`` whatever
+        ``--weights_only`` says (so a file that needs unpickling can never be resumed) and lets a
+        corrupt file end in a zip/pickle traceback. This reads it with ``load_checkpoint_file``:
+        errors name the file, and ``--weights_only false`` is honoured.
+        """
+        from lrsa_seg.reliability import load_checkpoint_file
+
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path or not Path(path).is_file():  # "last", "best", URLs: resolved by the trainer
+            return
+        checkpoint = load_checkpoint_file(path, weights_only=self.config[subcommand].get("weights_only") is not False)
+        hparams = dict(checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the hyper-parameters of {path} failed!\n")
+            raise
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, then refuse values that disagree with the data and paths that do not exist."""
+        from lrsa_seg.reliability import check_data_arguments, check_linked_arguments, user_error_in
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_data_arguments(config, self.subcommand)
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # jsonargparse wraps errors of the classes' __init__
+            cause = user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
+        check_linked_arguments(config, self.datamodule)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The configured trainer with :class:`AtomicCheckpointIO` and :class:`FaultTolerance` added."""
+        from lrsa_seg.reliability import harden_trainer
+
+        return harden_trainer(super().instantiate_trainer(**kwargs))
 
 
 def run_lightning(args: ArgsType = None) -> SegmentationCLI:
@@ -55,5 +112,13 @@ def main(args: ArgsType = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("lrsa-seg tools:\n" + "\n".join(f"  {name:<12} {summary}" for name, (_, summary) in TOOLS.items()))
         print("Lightning subcommands (lrsa-seg SUBCOMMAND --help): fit, validate, test, predict\n")
-    run_lightning(None if args is None else argv)
+    from datamodules import DatasetError
+    from lrsa_seg.reliability import USER_ERRORS
+
+    try:
+        run_lightning(None if args is None else argv)
+    except (*USER_ERRORS, DatasetError) as err:
+        # Bad input, not a bug: one line naming the argument or file, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -7,13 +7,15 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from .convert import load_state_dict_checked, read_weights
-from .models import create_model
+from .models import CLASSIFIER_SUFFIX, create_model
 from .models.segmentor import predict_logits
+from .reliability import ConfigError
 
 # ImageNet statistics on 0-255 RGB, as in the released models (SPEC.md).
 IMAGE_MEAN = (123.675, 116.28, 103.53)
@@ -70,7 +72,8 @@ class SemanticSegmentationTask(L.LightningModule):
 
     Args:
         model: registered name (``lrsa_seg.models.list_models()``), e.g. ``lrformer_t``.
-        num_classes: output classes (linked from the datamodule by the CLI).
+        num_classes: output classes; required in Python, linked from the datamodule by the CLI
+            (a different value given there is an error).
         pooled_sizes: backbone LRSA pooled size, one int or one per stage (None: the variant's 16).
         head_pooled_size: LRHead LRSA pooled size (None: the variant's 32).
         drop_path_rate: stochastic depth (None: the variant's).
@@ -105,7 +108,7 @@ class SemanticSegmentationTask(L.LightningModule):
     def __init__(
         self,
         model: str = "lrformer_t",
-        num_classes: int = 150,
+        num_classes: int | None = None,
         pooled_sizes: int | list[int] | None = None,
         head_pooled_size: int | None = None,
         drop_path_rate: float | None = None,
@@ -132,23 +135,38 @@ class SemanticSegmentationTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if num_classes is None:
+            raise ConfigError("model.init_args.num_classes is required (the CLI links it from the data)")
         if num_classes < 1:
-            raise ValueError(f"model.num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"model.init_args.num_classes must be >= 1, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
+            raise ConfigError(f"model.init_args.class_names has {len(class_names)} names for num_classes={num_classes}")
+        if model.endswith(CLASSIFIER_SUFFIX):
+            raise ConfigError(
+                f"model.init_args.model: {model!r} is not a segmentation model (use one without the _cls suffix)"
+            )
         overrides: dict[str, Any] = {}
         if pooled_sizes is not None:
+            sizes = [pooled_sizes] if isinstance(pooled_sizes, int) else list(pooled_sizes)
+            if min(sizes, default=1) < 1:
+                raise ConfigError(f"model.init_args.pooled_sizes must all be >= 1, got {pooled_sizes}")
             overrides["pooled_sizes"] = pooled_sizes if isinstance(pooled_sizes, int) else tuple(pooled_sizes)
         if head_pooled_size is not None:
+            if head_pooled_size < 1:
+                raise ConfigError(f"model.init_args.head_pooled_size must be >= 1, got {head_pooled_size}")
             overrides["head_pooled_size"] = head_pooled_size
         if drop_path_rate is not None:
+            if not 0.0 <= drop_path_rate < 1.0:
+                raise ConfigError(f"model.init_args.drop_path_rate must be in [0, 1), got {drop_path_rate}")
             overrides["drop_path_rate"] = drop_path_rate
         try:
             self.model = create_model(model, num_classes=num_classes, **overrides)
         except ValueError as err:
-            raise ValueError(f"model: {err}") from err
+            raise ConfigError(f"model.init_args.model: {err}") from err
         if not hasattr(self.model, "decode_head"):
-            raise ValueError(f"model: {model!r} is not a segmentation model (use one without the _cls suffix)")
+            raise ConfigError(
+                f"model.init_args.model: {model!r} is not a segmentation model (use one without the _cls suffix)"
+            )
         self.model.backbone.set_grad_checkpointing(grad_checkpointing)
         if weights is not None:
             self.load_weights(weights, weights_scope)
@@ -203,9 +221,21 @@ class SemanticSegmentationTask(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Cross-entropy on the crop; a non-finite loss stops the run naming the batch."""
+        """Cross-entropy on the crop; a non-finite loss stops the run naming the batch.
+
+        A batch without any labelled pixel (all 255, e.g. crops of unlabelled regions) has no
+        loss: cross-entropy's mean over zero pixels would be NaN. It counts as 0 (zero
+        gradients) with a warning naming the files.
+        """
         logits = self(batch["image"])
-        loss = self.criterion(logits.float(), batch["mask"])
+        if (batch["mask"] != IGNORE_INDEX).any():
+            loss = self.criterion(logits.float(), batch["mask"])
+        else:
+            rank_zero_warn(
+                f"step {self.global_step}, batch {batch_idx}: no labelled pixels in files {batch.get('name')}; "
+                "the batch contributes no loss"
+            )
+            loss = logits.float().sum() * 0.0
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}, batch {batch_idx}: "

@@ -8,23 +8,37 @@ attended low-resolution result is bilinearly upsampled back to the input size.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pooling import adaptive_avg_pool2d, round_ratio
+
 # Key/value pyramid of the paper for pooled size 16; other pooled sizes scale it.
 PYRAMID_BASE_SIZES = (11, 8, 6, 4)
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager[None]:
+    """Context that turns autocast off on ``device_type`` (a no-op where autocast does not exist, e.g. meta)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def pooled_grid(height: int, width: int, size: int) -> tuple[int, int]:
     """Grid ``(rows, cols)`` of a map of ``height x width`` pooled to ``size``.
 
     The short side gets ``size`` and the aspect ratio is kept (the official rounding rule,
-    ``round(long * size / short + 0.001)``).
+    ``round(long * size / short + 0.001)``). Computed in exact integer arithmetic without a
+    branch on the orientation, so sizes may be symbolic (compiled or exported graphs stay
+    valid for every input size): the short side's own ratio rounds to at most ``size``.
     """
-    if width >= height:
-        return size, max(1, round(width * size / height + 0.001))
-    return max(1, round(height * size / width + 0.001)), size
+    return (
+        torch.sym_max(size, round_ratio(height * size, width)),
+        torch.sym_max(size, round_ratio(width * size, height)),
+    )
 
 
 def pyramid_sizes(pooled_size: int) -> tuple[int, ...]:
@@ -86,7 +100,7 @@ class LowResolutionSelfAttention(nn.Module):
         convs = self._level_convs[0] if self._level_convs else None
         levels = []
         for i, size in enumerate(self.level_sizes):
-            level = F.adaptive_avg_pool2d(x, pooled_grid(height, width, size))
+            level = adaptive_avg_pool2d(x, pooled_grid(height, width, size))
             if convs is not None:
                 level = level + convs[i](level)
             levels.append(level.flatten(2))
@@ -97,17 +111,25 @@ class LowResolutionSelfAttention(nn.Module):
         batch, channels, height, width = x.shape
         heads, head_dim = self.num_heads, channels // self.num_heads
         grid = pooled_grid(height, width, self.pooled_size)
-        queries = F.adaptive_avg_pool2d(x, grid).flatten(2).transpose(1, 2)  # (B, N, C)
+        queries = adaptive_avg_pool2d(x, grid).flatten(2).transpose(1, 2)  # (B, N, C)
         q = self.q(queries).reshape(batch, -1, heads, head_dim).transpose(1, 2)
         kv = self.kv(self.key_value_tokens(x))  # (B, L, 2C): K then V, heads contiguous
         k, v = kv.reshape(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-        if self.fused_attention:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            attn = (q * head_dim**-0.5) @ k.transpose(-2, -1)
-            out = attn.softmax(dim=-1) @ v
-        out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))  # (B, N, C)
-        out = out.transpose(1, 2).reshape(batch, channels, *grid)
+        # The attention runs in float32 with autocast off, on purpose (as timm's LiteMLA): under
+        # fp16 the logits q.k overflow above 65504 and under bf16 they keep only 8 bits, while
+        # the pooled grid makes this part tiny (N x L is about 256 x 237). No-op in float32.
+        dtype, wide = q.dtype, torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
+        with autocast_off(x.device.type):
+            q, k, v = q.to(wide), k.to(wide), v.to(wide)
+            if self.fused_attention:
+                out = F.scaled_dot_product_attention(q, k, v)
+            else:
+                attn = (q * head_dim**-0.5) @ k.transpose(-2, -1)
+                out = attn.softmax(dim=-1) @ v
+        out = self.proj(out.to(dtype).transpose(1, 2).reshape(batch, -1, channels))  # (B, N, C)
+        out = out.reshape(batch, *grid, channels).permute(0, 3, 1, 2)  # (B, C, h, w), channels-last memory
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous()  # the upsampled map takes the input's layout (no full-size copy)
         return F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
 
 
