@@ -17,6 +17,8 @@ TOOLS = {
     "convert": ("lrsa_seg.convert", "convert an official LRFormer checkpoint"),
     "ablate": ("lrsa_seg.ablate", "pool-size ablation: fit + test per pooled size, one table"),
     "check-data": ("lrsa_seg.check_data", "scan a dataset: bad files, orphans, sizes, labels; pixels per class"),
+    "benchmark": ("lrsa_seg.benchmark", "latency and peak memory vs SegFormer and the reference, one table"),
+    "export": ("lrsa_seg.export", "ONNX export with dynamic height and width, checked with onnxruntime"),
 }
 
 

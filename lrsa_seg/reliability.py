@@ -27,10 +27,12 @@ on every trainer, see :func:`harden_trainer`):
   not handle SIGUSR1 at all (the default action kills the process). Under SLURM with
   auto-requeue it saves ``hpc_ckpt_N.ckpt`` and calls ``scontrol requeue`` on SIGUSR1.
   :class:`FaultTolerance` replaces these handlers while training: SIGTERM or SIGUSR1 makes the
-  run save ``last.ckpt`` at the end of the current training batch and exit with status
-  ``128 + signal number`` (143 for SIGTERM, 138 for SIGUSR1), the shell's code for "killed by
-  that signal", so a job script never mistakes a pre-empted run for a finished one. Resume with
-  ``--ckpt_path last``. Requeueing under SLURM is left to the job script (``sbatch --requeue``).
+  run save ``last.ckpt`` at the end of the current training batch (after the validation, if one
+  follows that batch) and exit with status ``128 + signal number`` (143 for SIGTERM, 138 for
+  SIGUSR1), the shell's code for "killed by that signal", so a job script never mistakes a
+  pre-empted run for a finished one. Resume with ``--ckpt_path last``. Under SLURM this also
+  replaces Lightning's auto-requeue: requeueing is left to the job script (``sbatch --requeue``
+  and resubmission on exit status 138/143), or leave SIGUSR1 out of ``FaultTolerance.signals``.
 """
 
 from __future__ import annotations
@@ -186,8 +188,9 @@ class FaultTolerance(Callback):
       kept in the checkpoint.
     - Signals: between train start and train end, the listed signals set a flag; at the end of
       the current training batch the run saves ``last.ckpt`` (in the first ``ModelCheckpoint``
-      folder, so ``--ckpt_path last`` finds it) and exits with ``128 + signum``. Under DDP the
-      ranks agree on the step to stop at.
+      folder, so ``--ckpt_path last`` finds it) and exits with ``128 + signum``. When a
+      validation follows that batch, the run validates and stops one batch later (a resume
+      from right before a validation would skip it). Under DDP the ranks agree on the step.
 
     Args:
         signals: names of the signals that pre-empt the run.
@@ -255,9 +258,9 @@ class FaultTolerance(Callback):
         if trainer.state.fn != TrainerFn.FITTING or "epoch" not in state:
             return
         sampler = self._sampler(trainer)
-        if sampler is None:
-            return
         batch_size = getattr(trainer.datamodule, "batch_size", None)
+        if sampler is None or batch_size is None:
+            return
         if (state["batch_size"], state["world_size"]) != (batch_size, trainer.world_size):
             log.warning(
                 "resuming with batch size %s x %s processes (checkpoint: %s x %s): the data order differs "
@@ -314,11 +317,16 @@ class FaultTolerance(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """After a signal: save ``last.ckpt`` and exit with ``128 + signum``."""
+        """After a signal: save ``last.ckpt`` and exit with ``128 + signum``.
+
+        Not before a validation: Lightning resumes a checkpoint taken right before one past it,
+        so its metrics (and best-checkpoint candidate) would be lost; the run stops at the end of
+        the first batch after it instead.
+        """
         received = self.received is not None
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received:
+        if not received or self._validation_follows(trainer, batch_idx):
             return
         signum = self.received or signal.SIGTERM
         path = last_checkpoint_path(trainer)
@@ -333,6 +341,18 @@ class FaultTolerance(Callback):
                 PREEMPTED_EXIT_BASE + signum,
             )
         raise SystemExit(PREEMPTED_EXIT_BASE + signum)
+
+    @staticmethod
+    def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:
+        """Whether validation (or the epoch's end) comes right after training batch ``batch_idx``."""
+        loop = trainer.fit_loop.epoch_loop
+        if loop.batch_progress.is_last_batch:
+            return True
+        every = trainer.val_check_batch
+        if isinstance(every, int) and every > 0 and trainer.enable_validation:
+            index = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
+            return (index + 1) % every == 0
+        return False
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

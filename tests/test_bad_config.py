@@ -18,8 +18,8 @@ FIT = ["fit", "--config", TINY]
 
 
 @pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test runs in its own folder with tiny CamVid at ``camvid/``."""
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    """Each test runs in its own folder with tiny CamVid at ``camvid/``, one thread."""
     monkeypatch.chdir(tmp_path)
     write_camvid(tmp_path / "camvid", {"train": 4, "val": 2, "test": 2})
 

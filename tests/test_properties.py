@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lrsa_seg.models import LowResolutionSelfAttention, create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PYRAMID = (11, 8, 6, 4)
 SETTINGS = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -117,17 +120,11 @@ def pooled_sizes(draw: st.DrawFn, height: int, width: int, copies: int, budget: 
 
 
 # --- LRSA -----------------------------------------------------------------------------------------
-@settings(SETTINGS, max_examples=30)
-@given(data=st.data())
-def test_lrsa_matches_the_spec_reference(data: st.DataObject) -> None:
-    batch = data.draw(st.integers(1, 3), label="batch")
-    heads = data.draw(st.integers(1, 4), label="heads")
-    channels = heads * data.draw(st.integers(1, 6), label="head_dim")
-    height, width = data.draw(map_sizes(max_pixels=2_000_000 // (batch * channels)), label="size")
-    pooled = data.draw(pooled_sizes(height, width, copies=batch * heads), label="pooled")
-    with_convs = data.draw(st.booleans(), label="level_convs")
-    qkv_bias = data.draw(st.booleans(), label="qkv_bias")
-
+def check_against_reference(
+    batch: int, heads: int, head_dim: int, height: int, width: int, pooled: int, with_convs: bool, qkv_bias: bool
+) -> None:
+    """Both attention paths of LRSA equal :func:`reference_lrsa` in float64, for one configuration."""
+    channels = heads * head_dim
     torch.manual_seed(0)
     convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, groups=channels) for _ in PYRAMID)
     convs = convs.double() if with_convs else None
@@ -145,7 +142,37 @@ def test_lrsa_matches_the_spec_reference(data: st.DataObject) -> None:
             torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=30)
+@given(data=st.data())
+def test_lrsa_matches_the_spec_reference(data: st.DataObject) -> None:
+    batch = data.draw(st.integers(1, 3), label="batch")
+    heads = data.draw(st.integers(1, 4), label="heads")
+    head_dim = data.draw(st.integers(1, 6), label="head_dim")
+    height, width = data.draw(map_sizes(max_pixels=2_000_000 // (batch * heads * head_dim)), label="size")
+    pooled = data.draw(pooled_sizes(height, width, copies=batch * heads), label="pooled")
+    with_convs = data.draw(st.booleans(), label="level_convs")
+    qkv_bias = data.draw(st.booleans(), label="qkv_bias")
+    check_against_reference(batch, heads, head_dim, height, width, pooled, with_convs, qkv_bias)
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "head_dim", "height", "width", "pooled", "with_convs", "qkv_bias"),
+    [
+        (1, 1, 2, 32, 256, 8, True, True),  # 1:8, the smallest short side
+        (2, 2, 3, 1024, 128, 4, True, False),  # 8:1, the largest side
+        (1, 1, 4, 64, 64, 64, False, True),  # the largest pooled size (grid 64 x 64 on a 64 x 64 map)
+        (1, 2, 2, 40, 33, 64, True, True),  # map smaller than the grid: pooling repeats pixels
+        (3, 4, 1, 125, 1000, 1, True, True),  # pooled size 1 (pyramid clamped to 1), 1:8, batch 3
+        (1, 1, 8, 1024, 1024, 16, True, True),  # the largest map
+    ],
+)
+def test_lrsa_matches_the_spec_reference_at_the_extremes(
+    batch: int, heads: int, head_dim: int, height: int, width: int, pooled: int, with_convs: bool, qkv_bias: bool
+) -> None:
+    check_against_reference(batch, heads, head_dim, height, width, pooled, with_convs, qkv_bias)
+
+
+@settings(SETTINGS, max_examples=60)
 @given(data=st.data())
 def test_lrsa_float32_shape_and_finiteness(data: st.DataObject) -> None:
     batch = data.draw(st.integers(1, 3), label="batch")
@@ -161,6 +188,25 @@ def test_lrsa_float32_shape_and_finiteness(data: st.DataObject) -> None:
 
 
 # --- the tiny model -------------------------------------------------------------------------------
+def check_tiny_model(
+    batch: int, height: int, width: int, dims: tuple[int, ...], pooled: int, head_pooled: int, num_classes: int
+) -> None:
+    """``lrformer_test`` with these widths and pooled sizes: stage shapes, logit shape, finite."""
+    torch.manual_seed(0)
+    model = create_model(
+        "lrformer_test", num_classes=num_classes, dims=dims, pooled_sizes=pooled, head_pooled_size=head_pooled
+    ).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(batch, 3, height, width))
+        out = model.decode_head(features)
+        logits = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
+    expected = [(-(-height // s), -(-width // s)) for s in (4, 8, 16, 32)]
+    assert [tuple(f.shape[-2:]) for f in features] == expected
+    assert [f.shape[1] for f in features] == list(dims)
+    assert logits.shape == (batch, num_classes, height, width)
+    assert torch.isfinite(logits).all()
+
+
 @settings(SETTINGS, max_examples=12)
 @given(data=st.data())
 def test_tiny_model_any_size_pooled_size_and_width(data: st.DataObject) -> None:
@@ -176,17 +222,19 @@ def test_tiny_model_any_size_pooled_size_and_width(data: st.DataObject) -> None:
     pooled = data.draw(pooled_sizes(max(1, height // 4), max(1, width // 4), copies=4 * batch, budget=1e7))
     head_pooled = data.draw(pooled_sizes(max(1, height // 8), max(1, width // 8), copies=4 * batch, budget=1e7))
     num_classes = data.draw(st.integers(1, 20), label="num_classes")
+    check_tiny_model(batch, height, width, dims, pooled, head_pooled, num_classes)
 
-    torch.manual_seed(0)
-    model = create_model(
-        "lrformer_test", num_classes=num_classes, dims=dims, pooled_sizes=pooled, head_pooled_size=head_pooled
-    ).eval()
-    with torch.no_grad():
-        features = model.backbone(torch.randn(batch, 3, height, width))
-        out = model.decode_head(features)
-        logits = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
-    expected = [(-(-height // s), -(-width // s)) for s in (4, 8, 16, 32)]
-    assert [tuple(f.shape[-2:]) for f in features] == expected
-    assert [f.shape[1] for f in features] == list(dims)
-    assert logits.shape == (batch, num_classes, height, width)
-    assert torch.isfinite(logits).all()
+
+@pytest.mark.parametrize(
+    ("batch", "height", "width", "dims", "pooled", "head_pooled"),
+    [
+        (1, 32, 256, (8, 8, 8, 16), 16, 16),  # 1:8 at the smallest size: stage 4 is 1 x 8
+        (2, 1024, 128, (16, 32, 48, 64), 8, 32),  # 8:1 at the largest side
+        (1, 256, 256, (8, 16, 16, 32), 64, 64),  # the largest pooled size, maps smaller than the grid
+        (3, 33, 97, (8, 8, 8, 16), 1, 1),  # pooled size 1, odd sizes, batch 3
+    ],
+)
+def test_tiny_model_at_the_extremes(
+    batch: int, height: int, width: int, dims: tuple[int, ...], pooled: int, head_pooled: int
+) -> None:
+    check_tiny_model(batch, height, width, dims, pooled, head_pooled, num_classes=5)

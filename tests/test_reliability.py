@@ -27,17 +27,17 @@ from .conftest import TESTS, write_camvid
 
 TINY = str(TESTS / "conf" / "camvid_tiny.yaml")
 LAST = Path("run") / "checkpoints" / "last.ckpt"
-STEPS_PER_EPOCH = 4  # 8 training images, batch 2
+STEPS_PER_EPOCH = 6  # 12 training images, batch 2
 
 
 @pytest.fixture
-def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test runs in its own folder with tiny CamVid at ``camvid/`` (8 train, 2 val images)."""
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> Path:
+    """Each test runs in its own folder with tiny CamVid at ``camvid/`` (12 train, 2 val images), one thread."""
     monkeypatch.chdir(tmp_path)
-    return write_camvid(tmp_path / "camvid", {"train": 8, "val": 2, "test": 2})
+    return write_camvid(tmp_path / "camvid", {"train": 12, "val": 2, "test": 2})
 
 
-# Two epochs of 4 steps; DropPath and the head's Dropout2d make the model itself random.
+# Two epochs of 6 steps; DropPath and the head's Dropout2d make the model itself random.
 FIT = ["fit", "--config", TINY, "--trainer.max_epochs", "2", "--trainer.num_sanity_val_steps", "0"]
 FIT += ["--model.init_args.drop_path_rate", "0.1"]
 
@@ -59,7 +59,7 @@ def step_of(path: Path) -> int:
 
 
 def start_fit(cwd: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}  # as the in-process runs
     cmd = [sys.executable, "-m", "lrsa_seg", *FIT, *extra]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -98,10 +98,10 @@ def test_killed_and_preempted_run_resumes_to_the_same_result(
 
     # 2. Resume; SIGTERM in the middle of epoch 1: saves last.ckpt, exits with 128 + 15.
     with pytest.raises(SystemExit) as exit_:
-        main([*FIT, "--ckpt_path", "last", add_callback("SendSignal", signum=signal.SIGTERM, at_step=5)])
+        main([*FIT, "--ckpt_path", "last", add_callback("SendSignal", signum=signal.SIGTERM, at_step=8)])
     assert exit_.value.code == 128 + signal.SIGTERM
     assert "received SIGTERM: saved" in caplog.text and "resume with --ckpt_path last" in caplog.text
-    assert step_of(LAST) in (5, 6)  # the end of the batch during or after which the signal came
+    assert step_of(LAST) == 9  # seen at the end of the batch after the one during which it came
 
     # 3. Resume again to the end: same metrics and weights as the uninterrupted run.
     assert main([*FIT, "--ckpt_path", "last"]) == 0
@@ -130,23 +130,29 @@ def add_callback(name: str, **init_args: object) -> str:
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize(
+    ("signum", "sent_at", "saved_at"),
+    [(signal.SIGTERM, 2, 3), (signal.SIGUSR1, 5, 7)],
+    ids=["SIGTERM-mid-epoch", "SIGUSR1-before-validation"],
+)
 def test_signal_saves_last_and_exits_with_128_plus_signum(
-    data: Path, signum: int, caplog: pytest.LogCaptureFixture
+    data: Path, signum: int, sent_at: int, saved_at: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # FaultTolerance runs before SendSignal, so it sees a signal at the end of the next batch.
+    # Step 6 ends epoch 0: a signal seen there waits for the validation and one more batch
+    # (resuming from right before a validation would skip it).
     before = signal.getsignal(signum)
+    send = add_callback("SendSignal", signum=signum, at_step=sent_at)
     with pytest.raises(SystemExit) as exit_:
-        main(
-            ["fit", "--config", TINY, "--trainer.num_sanity_val_steps", "0", add_callback("SendSignal", signum=signum)]
-        )
+        main(["fit", "--config", TINY, "--trainer.num_sanity_val_steps", "0", send])
     assert exit_.value.code == 128 + signum
     ckpt = load_checkpoint_file(LAST)
-    step = ckpt["global_step"]
-    assert step in (2, 3)  # the end of the batch during or after which the signal came
-    assert f"received {signal.Signals(signum).name}: saved {LAST.resolve()} at step {step}" in caplog.text
+    assert ckpt["global_step"] == saved_at
+    assert f"received {signal.Signals(signum).name}: saved {LAST.resolve()} at step {saved_at}" in caplog.text
     state = ckpt["callbacks"]["FaultTolerance"]
-    assert (state["epoch"], state["batch"]) == (0, step)  # resumes at the next batch
+    assert (state["epoch"], state["batch"]) == divmod(saved_at, STEPS_PER_EPOCH)  # resumes at the next batch
     assert signal.getsignal(signum) == before  # handlers given back
+    assert (saved_at > STEPS_PER_EPOCH) == (Path("run/checkpoints/best.ckpt").is_file())  # epoch 0 validated
 
 
 def test_every_cli_trainer_gets_atomic_checkpoints_and_fault_tolerance(data: Path) -> None:
@@ -290,7 +296,7 @@ def test_augmentation_follows_the_sample_seed(tmp_path: Path) -> None:
     assert not torch.equal(a["image"], c["image"])
 
 
-def test_model_randomness_depends_on_position_not_history() -> None:
+def test_model_randomness_depends_on_position_not_history(one_thread: None) -> None:
     callback = FaultTolerance()
     callback.seed = 5
 
@@ -322,7 +328,7 @@ def test_non_finite_loss_stops_the_run_naming_step_and_files(data: Path) -> None
     assert not LAST.exists()  # no checkpoint of the broken state
 
 
-def test_batch_without_labels_counts_as_zero_loss() -> None:
+def test_batch_without_labels_counts_as_zero_loss(one_thread: None) -> None:
     task = SemanticSegmentationTask("lrformer_test", num_classes=3)
     batch = {
         "image": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
@@ -367,7 +373,7 @@ def test_lrsa_attention_runs_in_float32_under_autocast(fused: bool) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_tiny_model_autocast_forward_backward_finite(dtype: torch.dtype) -> None:
+def test_tiny_model_autocast_forward_backward_finite(dtype: torch.dtype, one_thread: None) -> None:
     torch.manual_seed(0)
     model = create_model("lrformer_test", num_classes=5).train()
     x = torch.randn(2, 3, 64, 96) * 2
@@ -404,7 +410,7 @@ def _autocast_check(name: str, size: int, dtype: torch.dtype, grad_checkpointing
     }
 
 
-def test_lrformer_t_bf16_autocast_is_finite() -> None:
+def test_lrformer_t_bf16_autocast_is_finite(one_thread: None) -> None:
     _autocast_check("lrformer_t", 128, torch.bfloat16, grad_checkpointing=False)
 
 

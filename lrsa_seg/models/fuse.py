@@ -132,7 +132,12 @@ class FusedAttention(nn.Module):
             levels.append(level.flatten(2))
         tokens = self.norm(torch.cat(levels, dim=2).transpose(1, 2))
         k, v = self.kv(tokens).reshape(batch, -1, 2, heads, channels // heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        dtype = q.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # as the training module: attention in float32
+            with torch.autocast(x.device.type, enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))
         out = out.reshape(batch, *grid, channels).permute(0, 3, 1, 2)  # channels-last memory
         return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
@@ -294,6 +299,4 @@ def fuse_for_inference(model: Segmentor | LRFormer, channels_last: bool = True) 
     else:
         raise TypeError(f"fuse_for_inference takes a Segmentor or an LRFormer, got {type(model).__name__}")
     fused.eval().requires_grad_(False)
-    if channels_last:
-        fused.to(memory_format=torch.channels_last)
-    return fused
+    return fused.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -19,12 +19,12 @@ def round_ratio(numerator: int, denominator: int) -> int:
     Python rounds the float64 value half to even; ``z = (1000 n + d) / (1000 d)`` is rounded
     half to even here in integer arithmetic (the same for every size up to 4096 x 4096 and the
     pooled sizes in use: ``tests/test_performance.py`` checks it exhaustively). Works on
-    ``SymInt`` s, so a compiled or exported graph keeps it symbolic instead of specialising.
+    ``SymInt`` s (and integer arrays), so a compiled or exported graph keeps it symbolic instead of specialising.
     """
     twice = 2 * (1000 * numerator + denominator) + 1000 * denominator
     period = 2000 * denominator
     quotient = twice // period
-    tie = 1 - torch.sym_min(1, twice % period)  # 1 when z is exactly k + 1/2
+    tie = 1 - (twice % period + period - 1) // period  # 1 when z is exactly k + 1/2, else 0
     return quotient - tie * (quotient % 2)
 
 
