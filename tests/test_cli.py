@@ -147,6 +147,9 @@ def test_wandb_offline_run_logs_resolved_config(tmp_path: Path) -> None:
         "--trainer.logger.offline", "true",
     ]  # fmt: skip
     main(["fit", "--config", TINY, "--trainer.max_epochs", "1", "--model.init_args.lr", "0.00123", *wandb_logger])
+    import wandb
+
+    wandb.finish()  # in-process the run is only flushed to disk when it finishes
     (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     data = run_file.read_bytes()
     # The resolved config (not just the task's hyper-parameters) is in the run: trainer and data too.

@@ -214,6 +214,8 @@ class FusedBackbone(nn.Module):
         features = []
         for stage in self.stages:
             x = stage(x)
+            # LayerNorm2d hands NCHW inputs back channels-last; keep the NCHW variant NCHW.
+            x = x if self.channels_last else x.contiguous()
             features.append(x)
         return features
 
