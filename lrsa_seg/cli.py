@@ -39,16 +39,18 @@ class SegmentationCLI(LightningCLI):
 
         Lightning 2.6 reads the file here with ``torch.load(weights_only=True)`` whatever
         ``--weights_only`` says (so a file that needs unpickling can never be resumed) and lets a
-        corrupt file end in a zip/pickle traceback. This reads it with ``load_checkpoint_file``:
+        corrupt file end in a zip/pickle traceback. This reads it with ``torch_load``:
         errors name the file, and ``--weights_only false`` is honoured.
         """
-        from lrsa_seg.reliability import load_checkpoint_file
+        from lrsa_seg.convert import torch_load
+        from lrsa_seg.reliability import WEIGHTS_ONLY_OPT_IN
 
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not path or not Path(path).is_file():  # "last", "best", URLs: resolved by the trainer
             return
-        checkpoint = load_checkpoint_file(path, weights_only=self.config[subcommand].get("weights_only") is not False)
+        allow_pickle = self.config[subcommand].get("weights_only") is False
+        checkpoint = torch_load(path, allow_pickle=allow_pickle, opt_in=WEIGHTS_ONLY_OPT_IN)
         hparams = dict(checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
         hparams.pop("_instantiator", None)
         if not hparams:

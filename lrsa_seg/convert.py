@@ -8,6 +8,7 @@ stages are built in a loop. Only this file knows the official names.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -149,24 +150,51 @@ def load_state_dict_checked(
     model.load_state_dict(state_dict, strict=True)
 
 
-def torch_load(path: str | os.PathLike[str], allow_pickle: bool = False) -> Any:
-    """``torch.load`` on CPU with ``weights_only=True`` unless pickle is explicitly allowed.
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, unreadable, or refused; the message names the file."""
 
-    Errors name the file: missing, truncated/corrupt, or needing arbitrary unpickling.
+
+def torch_load(
+    path: str | os.PathLike[str],
+    allow_pickle: bool = False,
+    map_location: Any = "cpu",
+    opt_in: str = "`--allow-pickle` on the command line, `allow_pickle=True` in Python",
+) -> Any:
+    """``torch.load`` with ``weights_only=True`` unless pickle is explicitly allowed.
+
+    Local paths or fsspec URLs (``s3://``, ``file://``, ...). Every error is a
+    :class:`CheckpointError` naming the file: missing, truncated/corrupt, or needing arbitrary
+    unpickling (then ``opt_in`` says how the caller's interface allows it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    local = None if "://" in text else Path(text)
+    if local is not None and not local.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as err:
-        if not allow_pickle and "weights_only" in str(err).lower() or "Unsupported global" in str(err):
-            raise RuntimeError(
-                f"{path} needs arbitrary unpickling, which can run code from the file; it was refused. "
-                "If you trust the file, allow it explicitly (`--allow-pickle` on the command line, "
-                "`allow_pickle=True` in Python)."
+        if local is not None:
+            return torch.load(local, map_location=map_location, weights_only=not allow_pickle)
+        import fsspec  # a torch dependency; only remote URLs need it
+
+        with fsspec.open(text, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if not allow_pickle and found:
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain containers ({found.group(1)}); loading it "
+                "needs arbitrary unpickling, which can run code from the file, so it was refused. If you trust "
+                f"the file, allow it explicitly: {opt_in}."
             ) from err
-        raise RuntimeError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from err
+        reason = re.search(r"WeightsUnpickler error: \s*(.+)", str(err))
+        detail = reason.group(1).strip() if reason else str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}") from err
+    except FileNotFoundError as err:
+        raise CheckpointError(f"checkpoint not found: {path}") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line}") from err
 
 
 def official_state_dict_of(checkpoint: Any, path: str | os.PathLike[str] = "checkpoint") -> dict[str, torch.Tensor]:
@@ -185,16 +213,20 @@ def _is_official(keys: list[str]) -> bool:
     return any(marker in key for key in keys for marker in _OFFICIAL_MARKERS)
 
 
-def read_weights(path: str | os.PathLike[str], allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+def read_weights(
+    path: str | os.PathLike[str],
+    allow_pickle: bool = False,
+    opt_in: str = "`--allow-pickle` on the command line, `allow_pickle=True` in Python",
+) -> dict[str, torch.Tensor]:
     """Model weights from any supported file, with lrsa-seg key names.
 
     Accepts: an lrsa-seg weights file (``lrsa-seg convert`` output), a Lightning checkpoint of
     :class:`~lrsa_seg.task.SegmentationTask` (``model.*`` keys), an official mmseg checkpoint or
     bare state dict (``backbone.*``/``decode_head.*``), and an official backbone-only state dict
     (``patch_embed1.*``, ``block1.0.*``, ...: classifier keys are dropped). Backbone-only files
-    give only ``backbone.*`` keys.
+    give only ``backbone.*`` keys. ``allow_pickle`` and ``opt_in``: as in :func:`torch_load`.
     """
-    state_dict = official_state_dict_of(torch_load(path, allow_pickle), path)
+    state_dict = official_state_dict_of(torch_load(path, allow_pickle, opt_in=opt_in), path)
     keys = list(state_dict)
     if keys and all(k.startswith("model.") for k in keys):
         state_dict = {k[len("model.") :]: v for k, v in state_dict.items()}

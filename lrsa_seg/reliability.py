@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import re
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -56,7 +54,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.sampler import ResumableSampler, default_seed, derive_seed
 
-from .convert import save_atomic
+from .convert import CheckpointError, save_atomic, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +66,7 @@ class ConfigError(ValueError):
     """A configuration that cannot work; raised before training starts, naming the argument."""
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that is missing, unreadable, or refused; the message names the file."""
-
-
 # --- checkpoint files ------------------------------------------------------------------------
-def _local_path(path: str | os.PathLike[str]) -> Path | None:
-    """The local file of ``path`` (plain or ``file://``), None for remote URLs (``s3://`` ...)."""
-    text = os.fspath(path)
-    if text.startswith("file://"):
-        return Path(text[len("file://") :])
-    return None if "://" in text else Path(text)
-
-
 def _process_alive(pid: str) -> bool:
     """Whether process ``pid`` (a string, from a temporary file's name) exists on this machine."""
     if not pid.isdigit():
@@ -108,36 +94,8 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint_file(path: str | os.PathLike[str], weights_only: bool = True, map_location: Any = "cpu") -> Any:
-    """``torch.load`` that names the file in every error (:class:`CheckpointError`).
-
-    With ``weights_only`` (the default) a file that needs arbitrary unpickling is refused, with
-    the way to allow it explicitly.
-    """
-    local = _local_path(path)
-    if local is not None and not local.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        if local is None:
-            from lightning.fabric.utilities.cloud_io import _load
-
-            return _load(os.fspath(path), map_location=map_location, weights_only=weights_only)
-        return torch.load(local, map_location=map_location, weights_only=weights_only)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if weights_only and found:
-            raise CheckpointError(
-                f"{path} holds objects other than tensors and plain containers ({found.group(1)}); loading it "
-                "needs arbitrary unpickling, which can run code from the file, so it was refused. If you trust "
-                "the file, allow it explicitly: `--weights_only false` on the command line, `weights_only=False` "
-                "in Python."
-            ) from err
-        reason = re.search(r"WeightsUnpickler error: \s*(.+)", str(err))
-        detail = reason.group(1).strip() if reason else str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}") from err
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line}") from err
+WEIGHTS_ONLY_OPT_IN = "`--weights_only false` on the command line, `weights_only=False` in Python"
+"""How the training CLI lets a trusted checkpoint be unpickled (``torch_load``'s ``opt_in``)."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -151,10 +109,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` atomically."""
-        local = _local_path(path)
-        if local is None or storage_options is not None:
+        text = os.fspath(path).removeprefix("file://")
+        if "://" in text or storage_options is not None:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
+        local = Path(text)
         for stale in local.parent.glob(f".{local.name}.tmp-*"):
             if not _process_alive(stale.name.rpartition("-")[2]):
                 stale.unlink(missing_ok=True)  # left by a killed writer
@@ -165,7 +124,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
         """Read a Lightning checkpoint; ``weights_only`` defaults to True."""
-        checkpoint = load_checkpoint_file(path, weights_only=weights_only is not False, map_location=map_location)
+        checkpoint = torch_load(
+            path, allow_pickle=weights_only is False, map_location=map_location, opt_in=WEIGHTS_ONLY_OPT_IN
+        )
         if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
             keys = sorted(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
             raise CheckpointError(

@@ -187,7 +187,8 @@ class SemanticSegmentationTask(L.LightningModule):
 
     def load_weights(self, path: str, scope: Literal["auto", "backbone"] = "auto") -> None:
         """Initialise from ``path`` strictly (see ``weights`` / ``weights_scope``)."""
-        state_dict = read_weights(path)
+        # Training has no pickle switch: a file that needs one is converted once, by choice.
+        state_dict = read_weights(path, opt_in=f"`lrsa-seg convert {path} OUT.pt --model NAME --allow-pickle`")
         has_head = any(k.startswith("decode_head.") for k in state_dict)
         if scope == "backbone" or not has_head:
             backbone = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}

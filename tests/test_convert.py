@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lrsa_seg.cli import main
-from lrsa_seg.convert import official_key_to_ours, read_weights
+from lrsa_seg.convert import CheckpointError, official_key_to_ours, read_weights
 from lrsa_seg.models import create_model, from_official
+from lrsa_seg.task import SemanticSegmentationTask
 
 from .conftest import DATA
 
@@ -98,3 +99,13 @@ def test_pickle_needing_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_test"]) == 1
     out = capsys.readouterr().out
     assert "needs arbitrary unpickling" in out and "--allow-pickle" in out
+
+
+def test_training_weights_needing_pickle_point_to_convert(tmp_path: Path) -> None:
+    # fit has no pickle switch, so the error must name the one command that allows it.
+    src = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"obj": Path("x")}}, src)
+    task = SemanticSegmentationTask(model="lrformer_test", num_classes=3)
+    expected = rf"{src} holds objects .*`lrsa-seg convert {src} OUT.pt .*--allow-pickle`"
+    with pytest.raises(CheckpointError, match=expected):
+        task.load_weights(str(src))

@@ -19,8 +19,9 @@ import torch
 
 from datamodules.sampler import ResumableSampler
 from lrsa_seg.cli import main, run_lightning
+from lrsa_seg.convert import CheckpointError, torch_load
 from lrsa_seg.models import LowResolutionSelfAttention, create_model, set_fused_attention
-from lrsa_seg.reliability import AtomicCheckpointIO, CheckpointError, FaultTolerance, load_checkpoint_file
+from lrsa_seg.reliability import AtomicCheckpointIO, FaultTolerance
 from lrsa_seg.task import IGNORE_INDEX, SemanticSegmentationTask
 
 from .conftest import TESTS, write_camvid
@@ -55,7 +56,7 @@ def step_of(path: Path) -> int:
     """``global_step`` of a checkpoint, -1 while it does not exist (never a half-written file)."""
     if not path.is_file():
         return -1
-    return int(load_checkpoint_file(path)["global_step"])
+    return int(torch_load(path)["global_step"])
 
 
 def start_fit(cwd: Path, *extra: str) -> subprocess.Popen:
@@ -85,7 +86,7 @@ def test_killed_and_preempted_run_resumes_to_the_same_result(
     os.chdir(reference)
     assert main(FIT) == 0
     expected_metrics = final_val(reference / "run")
-    expected = load_checkpoint_file(reference / LAST)
+    expected = torch_load(reference / LAST)
     os.chdir(tmp_path)
 
     # 1. A real process, SIGKILLed in the middle of epoch 0 once a step-interval last.ckpt exists.
@@ -105,7 +106,7 @@ def test_killed_and_preempted_run_resumes_to_the_same_result(
 
     # 3. Resume again to the end: same metrics and weights as the uninterrupted run.
     assert main([*FIT, "--ckpt_path", "last"]) == 0
-    resumed = load_checkpoint_file(LAST)
+    resumed = torch_load(LAST)
     assert resumed["global_step"] == expected["global_step"] == 2 * STEPS_PER_EPOCH
     assert final_val(tmp_path / "run") == pytest.approx(expected_metrics, abs=1e-6)
     for key, value in expected["state_dict"].items():
@@ -146,7 +147,7 @@ def test_signal_saves_last_and_exits_with_128_plus_signum(
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", TINY, "--trainer.num_sanity_val_steps", "0", send])
     assert exit_.value.code == 128 + signum
-    ckpt = load_checkpoint_file(LAST)
+    ckpt = torch_load(LAST)
     assert ckpt["global_step"] == saved_at
     assert f"received {signal.Signals(signum).name}: saved {LAST.resolve()} at step {saved_at}" in caplog.text
     state = ckpt["callbacks"]["FaultTolerance"]
@@ -238,7 +239,7 @@ def test_corrupt_and_unsafe_checkpoints_are_reported_by_name(
     assert f"{pickled} holds objects other than tensors" in err and "--weights_only false" in err
     # ... which works when asked for explicitly.
     assert main([*resume, "--ckpt_path", str(pickled), "--weights_only", "false"]) == 0
-    assert load_checkpoint_file(LAST)["global_step"] == 2
+    assert torch_load(LAST)["global_step"] == 2
 
     # Model weights are not a training checkpoint: say what to use instead.
     weights = tmp_path / "weights.pt"
@@ -428,4 +429,4 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "x.ckpt"
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match=f"{path} is not a readable checkpoint"):
-        load_checkpoint_file(path)
+        torch_load(path)
