@@ -7,6 +7,14 @@ then timed round-robin, one step per model per round, so that load from elsewher
 machine falls on all models alike and the ratios between them stay comparable. A 2048x2048
 fp32 matmul (the machine's practical peak) is timed in the same rounds by its own worker.
 
+Memory between turns: workers run with the allocator ``lrsa-seg`` itself uses (``--allocator
+retain``, :mod:`lrsa_seg.allocator`: freed memory is kept for the next pass). Idle workers would
+then hold their peak footprints all at once (at 2048², five models' peaks add up to more than
+this 24 GiB machine has, and the kernel starts evicting the libraries' code pages), so a worker
+returns its free memory after each turn and, on its next turn, runs one untimed step before the
+timed one: each timed step is a warm step of a long-running process, as in ``lrsa-seg predict``
+over many images.
+
 Models (``--models``): ``lrformer_t`` (any registered segmentor: the training module, NCHW as
 users run it), ``lrformer_t_cl`` (the same, channels-last), ``lrformer_t_fused``
 (:func:`~lrsa_seg.models.fuse.fuse_for_inference`), ``lrformer_t_fused_compiled``
@@ -30,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .allocator import ALLOCATOR_ENV, release_freed_memory
 
 # SegFormer-B0..B2 (Xie et al. 2021): widths; depths (2, 2, 2, 2) / (3, 4, 6, 3) for B2.
 SEGFORMER = {
@@ -155,6 +165,9 @@ def worker(spec: dict[str, Any]) -> int:
         out.write(json.dumps(kw) + "\n")
         out.flush()
 
+    from .allocator import apply_allocator_setting
+
+    apply_allocator_setting()  # from the parent's --allocator, before any tensor exists
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
@@ -215,11 +228,13 @@ def worker(spec: dict[str, Any]) -> int:
     for line in sys.stdin:
         command = line.strip()
         if command == "run":
+            step()  # re-warm after the previous turn's release
             sync()
             t0 = time.perf_counter()
             step()
             sync()
             reply(time=time.perf_counter() - t0)
+            release_freed_memory()
         elif command == "done":
             result: dict[str, Any] = {"peak_rss_mib": _peak_rss_mib()}
             if device.type == "cuda":
@@ -509,9 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--allocator",
-        choices=["default", "thp"],
-        default="default",
-        help="thp: transparent huge pages for tensors >= 2 MiB (THP_MEM_ALLOC_ENABLE=1), fewer page faults",
+        choices=["retain", "system", "thp"],
+        default="retain",
+        help="retain: glibc keeps freed memory for reuse (what lrsa-seg runs with, see lrsa_seg.allocator); "
+        "system: malloc as it is; thp: system + transparent huge pages for tensors >= 2 MiB "
+        "(THP_MEM_ALLOC_ENABLE=1)",
     )
     parser.add_argument("--reference", default="segformer_b1", help="the ratio column divides by this model")
     parser.add_argument("--target-model", default="lrformer_t_fused", help="the model checked against the targets")
@@ -530,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    env[ALLOCATOR_ENV] = "retain" if args.allocator == "retain" else "system"
     if args.allocator == "thp":
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])

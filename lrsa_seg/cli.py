@@ -11,6 +11,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lrsa_seg.allocator import apply_allocator_setting
+
 # Tools that are not Lightning subcommands: name -> (module with main(argv) -> int, summary).
 TOOLS = {
     "flops": ("lrsa_seg.flops", "exact parameter and multiply-accumulate counts"),
@@ -109,6 +111,11 @@ def main(args: ArgsType = None) -> int:
     """Entry point of ``lrsa-seg`` and ``python -m lrsa_seg``."""
     # W&B stays offline unless the user asks otherwise (clusters often have no network).
     os.environ.setdefault("WANDB_MODE", "offline")
+    try:
+        apply_allocator_setting()  # keep freed memory for reuse: no page faults per activation
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in TOOLS:
         module = importlib.import_module(TOOLS[argv[0]][0])

@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from .convert import load_state_dict_checked, read_weights
-from .models import CLASSIFIER_SUFFIX, create_model
+from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
 from .reliability import ConfigError
 
@@ -99,6 +99,9 @@ class SemanticSegmentationTask(L.LightningModule):
         eval_size_multiple: round eval sizes to a multiple (32 = the paper's AlignResize); None: any size.
         tta_scales: multi-scale test-time factors.
         tta_flip: also average the horizontally flipped prediction.
+        fused_eval: validate, test and predict with a fused inference copy of the model
+            (:func:`~lrsa_seg.models.fuse_for_inference`, rebuilt at the start of each loop):
+            same predictions up to float rounding, fewer passes over memory.
         grad_checkpointing: recompute backbone blocks in backward to save memory.
     """
 
@@ -131,6 +134,7 @@ class SemanticSegmentationTask(L.LightningModule):
         eval_size_multiple: int | None = None,
         tta_scales: list[float] = [1.0],  # noqa: B006 (jsonargparse needs a literal default)
         tta_flip: bool = False,
+        fused_eval: bool = True,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -173,6 +177,7 @@ class SemanticSegmentationTask(L.LightningModule):
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
         self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self._fused: tuple[nn.Module, ...] = ()  # a tuple, so the copy is not a submodule (nor in checkpoints)
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         metrics = MetricCollection(
             {
@@ -209,7 +214,7 @@ class SemanticSegmentationTask(L.LightningModule):
         """Test-time class probabilities ``(B, K, H, W)`` with the configured inference mode and TTA."""
         h = self.hparams
         return predict_logits(
-            self.model,
+            self._fused[0] if self._fused else self.model,
             self.normalize(images),
             mode=h.eval_mode,
             crop_size=tuple(h.eval_crop_size),
@@ -264,13 +269,38 @@ class SemanticSegmentationTask(L.LightningModule):
         self.log_dict({f"{prefix}/IoU/{name}": value for name, value in zip(self.class_names, values)})
         class_iou.reset()
 
+    def _start_eval(self) -> None:
+        if self.hparams.get("fused_eval", True):
+            self._fused = (fuse_for_inference(self.model),)
+
+    def _end_eval(self) -> None:
+        self._fused = ()
+
+    def on_validation_epoch_start(self) -> None:
+        """Fuse the current weights for this validation."""
+        self._start_eval()
+
+    def on_test_epoch_start(self) -> None:
+        """Fuse the weights for testing."""
+        self._start_eval()
+
+    def on_predict_epoch_start(self) -> None:
+        """Fuse the weights for prediction."""
+        self._start_eval()
+
     def on_validation_epoch_end(self) -> None:
-        """Per-class IoU (synced across processes by torchmetrics)."""
+        """Per-class IoU (synced across processes by torchmetrics); drop the fused copy."""
+        self._end_eval()
         self._log_class_iou("val", self.val_class_iou)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class IoU (synced across processes by torchmetrics)."""
+        """Per-class IoU (synced across processes by torchmetrics); drop the fused copy."""
+        self._end_eval()
         self._log_class_iou("test", self.test_class_iou)
+
+    def on_predict_epoch_end(self) -> None:
+        """Drop the fused copy."""
+        self._end_eval()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``{"name", "image", "pred"}`` (labels ``(B, H, W)`` uint8); ``{"name", "error"}`` for a bad file."""

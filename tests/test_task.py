@@ -104,3 +104,24 @@ def test_predict_logits_modes(model: nn.Module) -> None:
     assert slide.shape == (1, 4, 70, 110)
     with pytest.raises(ValueError, match="mode"):
         predict_logits(model, images, mode="tiles")
+
+
+def test_fused_eval_predicts_like_the_model_and_stays_out_of_checkpoints() -> None:
+    torch.manual_seed(0)
+    task = SemanticSegmentationTask(model="lrformer_test", num_classes=5, eval_mode="slide", eval_crop_size=(64, 64))
+    for module in task.modules():  # non-trivial BatchNorm statistics, so folding them is tested
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    task.eval()
+    images = torch.randint(0, 256, (2, 3, 80, 120), dtype=torch.uint8)
+    keys = set(task.state_dict())
+    with torch.inference_mode():
+        eager = task.predict_probs(images)
+        task.on_predict_epoch_start()
+        assert task._fused and set(task.state_dict()) == keys
+        fused = task.predict_probs(images)
+        task.on_predict_epoch_end()
+    assert not task._fused
+    torch.testing.assert_close(fused, eager, rtol=0, atol=1e-4)
+    assert not torch.equal(fused, eager)  # it did run the fused copy (float rounding differs)

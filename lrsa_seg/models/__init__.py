@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..convert import convert_official_state_dict, load_state_dict_checked, official_config_to_kwargs
+from .fuse import fuse_for_inference
 from .head import LRHead
 from .lrformer import LRFormer, LRFormerClassifier
 from .lrsa import LowResolutionSelfAttention, pooled_grid, pyramid_sizes, set_fused_attention
@@ -26,6 +27,7 @@ __all__ = [
     "build_segmentor",
     "create_model",
     "from_official",
+    "fuse_for_inference",
     "list_models",
     "pooled_grid",
     "pyramid_sizes",

@@ -86,6 +86,27 @@ def _gamma(layer_scale: nn.Module) -> torch.Tensor | None:
     return layer_scale.gamma.detach() if isinstance(layer_scale, LayerScale2d) else None
 
 
+# oneDNN convolutions with fused post-ops (the kernels torch.compile's CPU backend emits), for
+# 1x1 convs (padding, stride, dilation, groups) on channels-last float32 CPU maps in eager mode.
+_ONEDNN_CONV = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise", None), "default", None)
+_ONEDNN_CONV_ADD_ = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise_", None), "binary", None)
+_POINTWISE = ([0, 0], [1, 1], [1, 1], 1)
+
+
+def _onednn_fusion(x: torch.Tensor) -> bool:
+    """Whether the fused oneDNN ops serve ``x``: eager, CPU, float32, channels-last, oneDNN built in."""
+    return (
+        _ONEDNN_CONV is not None
+        and _ONEDNN_CONV_ADD_ is not None
+        and not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and torch.backends.mkldnn.is_available()
+    )
+
+
 def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
@@ -167,7 +188,14 @@ class FusedBlock(nn.Module):
         """``(B, C, H, W)`` -> same."""
         x = self.cpe(x)  # x + cpe(x)
         x.add_(_resize(self.attn(self.norm1(x)), x.shape[-2:]))
-        hidden = self.dwconv(torch.ops.aten.gelu_(self.fc1(self.norm2(x))))  # + identity, in the centre tap
+        normed = self.norm2(x)
+        if _onednn_fusion(x):
+            # fc1 with GELU and fc2 with the residual add as oneDNN post-ops: the wide hidden
+            # map is not read and written again by a separate GELU, fc2 writes into x.
+            fc1, fc2 = self.fc1, self.fc2
+            hidden = self.dwconv(_ONEDNN_CONV(normed, fc1.weight, fc1.bias, *_POINTWISE, "gelu", [], "none"))
+            return _ONEDNN_CONV_ADD_(x, hidden, fc2.weight, fc2.bias, *_POINTWISE, "add", None, None, [], None)
+        hidden = self.dwconv(torch.ops.aten.gelu_(self.fc1(normed)))  # + identity, in the centre tap
         return x.add_(self.fc2(hidden))
 
 
