@@ -54,7 +54,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import secrets
 import statistics
@@ -71,6 +70,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from .convert import write_atomic
 from .flops import count_macs, count_params
 from .models.lrsa import LowResolutionSelfAttention
 
@@ -121,13 +121,7 @@ def median_latency(fn: Callable[[], Any], warmup: int = 3, runs: int = 10, devic
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON so that readers see the old file or the complete new one, never part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: json.dump(data, f, indent=2), binary=False)
 
 
 def _scalar(value: Any) -> float:
@@ -444,11 +438,8 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
 
 
 def _write_yaml(path: Path, config: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"# lrsa-seg ablate: one run of the pool-size ablation; rerun with\n#   {_command('fit', path)}\n")
-        yaml.safe_dump(config, f, sort_keys=False)
-    os.replace(tmp, path)
+    header = f"# lrsa-seg ablate: one run of the pool-size ablation; rerun with\n#   {_command('fit', path)}\n"
+    write_atomic(path, lambda f: f.write(header + yaml.safe_dump(config, sort_keys=False)), binary=False)
 
 
 def _command(stage: str, config: Path, *extra: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 __all__ = ["ALLOCATOR_ENV", "apply_allocator_setting", "release_freed_memory", "retain_freed_memory"]
@@ -32,21 +33,30 @@ _M_MMAP_MAX = -4
 _NEVER = -1  # M_TRIM_THRESHOLD is a size_t inside glibc: -1 becomes SIZE_MAX, i.e. never trim
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (musl has a ``mallopt`` that ignores these settings), else None.
+
+    Cached: ``find_library`` runs ``ldconfig`` in a subprocess.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
+    except (OSError, AttributeError, TypeError):
+        return None
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return libc
+
+
 def retain_freed_memory() -> bool:
     """Make glibc ``malloc`` reuse freed memory instead of unmapping it (process-wide).
 
     Affects allocations made after the call. Returns True when applied, False where the C
     library is not glibc (macOS, musl, Windows: nothing is changed).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it; musl has a mallopt that ignores these)
-    except (OSError, AttributeError, TypeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER))
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER))
 
 
 def release_freed_memory() -> bool:
@@ -55,14 +65,10 @@ def release_freed_memory() -> bool:
     For a process that goes idle beside others (a benchmark worker between its turns) and
     should not hold its peak footprint meanwhile. Returns False where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.gnu_get_libc_version  # noqa: B018 (glibc only)
-        malloc_trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
+    libc = _glibc()
+    if libc is None:
         return False
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    malloc_trim(0)
+    libc.malloc_trim(0)
     return True
 
 

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .allocator import ALLOCATOR_ENV, release_freed_memory
+from .allocator import ALLOCATOR_ENV, apply_allocator_setting, release_freed_memory
 
 # SegFormer-B0..B2 (Xie et al. 2021): widths; depths (2, 2, 2, 2) / (3, 4, 6, 3) for B2.
 SEGFORMER = {
@@ -164,8 +164,6 @@ def worker(spec: dict[str, Any]) -> int:
     def reply(**kw: Any) -> None:
         out.write(json.dumps(kw) + "\n")
         out.flush()
-
-    from .allocator import apply_allocator_setting
 
     apply_allocator_setting()  # from the parent's --allocator, before any tensor exists
     torch.set_num_threads(spec["threads"])

@@ -12,7 +12,7 @@ import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -154,6 +154,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable, or refused; the message names the file."""
 
 
+def local_path(path: str | os.PathLike[str]) -> Path | None:
+    """The local file of ``path`` (plain or ``file://``); None for other URLs (``s3://`` ...)."""
+    text = os.fspath(path).removeprefix("file://")
+    return None if "://" in text else Path(text)
+
+
 def torch_load(
     path: str | os.PathLike[str],
     allow_pickle: bool = False,
@@ -166,10 +172,7 @@ def torch_load(
     :class:`CheckpointError` naming the file: missing, truncated/corrupt, or needing arbitrary
     unpickling (then ``opt_in`` says how the caller's interface allows it).
     """
-    text = os.fspath(path)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    local = None if "://" in text else Path(text)
+    local = local_path(path)
     if local is not None and not local.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -177,7 +180,7 @@ def torch_load(
             return torch.load(local, map_location=map_location, weights_only=not allow_pickle)
         import fsspec  # a torch dependency; only remote URLs need it
 
-        with fsspec.open(text, "rb") as f:
+        with fsspec.open(os.fspath(path), "rb") as f:
             return torch.load(f, map_location=map_location, weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
@@ -241,18 +244,28 @@ def read_weights(
     return convert_official_state_dict(state_dict)
 
 
-def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never half-written."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], binary: bool = True) -> None:
+    """Write a file that is never half-written.
+
+    ``write(file)`` fills a temporary file in the same folder, which is ``fsync`` ed and renamed
+    over ``path``: readers see the old file or the complete new one, never part of it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that is never half-written (:func:`write_atomic`)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def convert_checkpoint(

@@ -54,7 +54,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.sampler import ResumableSampler, default_seed, derive_seed
 
-from .convert import CheckpointError, save_atomic, torch_load
+from .convert import CheckpointError, local_path, save_atomic, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` atomically."""
-        text = os.fspath(path).removeprefix("file://")
-        if "://" in text or storage_options is not None:
+        local = local_path(path)
+        if local is None or storage_options is not None:
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        local = Path(text)
         for stale in local.parent.glob(f".{local.name}.tmp-*"):
             if not _process_alive(stale.name.rpartition("-")[2]):
                 stale.unlink(missing_ok=True)  # left by a killed writer

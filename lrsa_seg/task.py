@@ -270,7 +270,7 @@ class SemanticSegmentationTask(L.LightningModule):
         class_iou.reset()
 
     def _start_eval(self) -> None:
-        if self.hparams.get("fused_eval", True):
+        if self.hparams.fused_eval:
             self._fused = (fuse_for_inference(self.model),)
 
     def _end_eval(self) -> None:

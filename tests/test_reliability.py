@@ -12,6 +12,7 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import pytest
@@ -194,8 +195,8 @@ def test_failed_save_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest
     io = AtomicCheckpointIO()
     io.save_checkpoint({"version": 1}, path)
 
-    def broken_save(obj: object, f: object) -> None:
-        Path(f).write_bytes(b"half a checkpoint")  # type: ignore[arg-type]
+    def broken_save(obj: object, f: BinaryIO) -> None:
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

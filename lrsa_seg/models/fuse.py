@@ -90,20 +90,19 @@ def _gamma(layer_scale: nn.Module) -> torch.Tensor | None:
 # 1x1 convs (padding, stride, dilation, groups) on channels-last float32 CPU maps in eager mode.
 _ONEDNN_CONV = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise", None), "default", None)
 _ONEDNN_CONV_ADD_ = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise_", None), "binary", None)
+_ONEDNN_FUSION = _ONEDNN_CONV is not None and _ONEDNN_CONV_ADD_ is not None and torch.backends.mkldnn.is_available()
 _POINTWISE = ([0, 0], [1, 1], [1, 1], 1)
 
 
 def _onednn_fusion(x: torch.Tensor) -> bool:
     """Whether the fused oneDNN ops serve ``x``: eager, CPU, float32, channels-last, oneDNN built in."""
     return (
-        _ONEDNN_CONV is not None
-        and _ONEDNN_CONV_ADD_ is not None
+        _ONEDNN_FUSION
         and not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and x.is_contiguous(memory_format=torch.channels_last)
-        and torch.backends.mkldnn.is_available()
     )
 
 
