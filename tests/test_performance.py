@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -210,7 +211,7 @@ def test_onnx_export_dynamic_size_matches_pytorch(tmp_path: Path) -> None:
     assert max(onnx_max_abs_diff(path, model, [(96, 128), (77, 150), (160, 96)])) <= 1e-4
 
 
-_FAULTS_OF_A_WARM_PASS = """
+_FAULTS_OF_WARM_PASSES = """
 import resource, torch
 from lrsa_seg.allocator import apply_allocator_setting
 print(apply_allocator_setting())
@@ -218,30 +219,35 @@ from lrsa_seg.models import create_model, fuse_for_inference
 model = fuse_for_inference(create_model("lrformer_test", num_classes=19))
 x = torch.randn(1, 3, 1024, 1024)  # the 80 MiB of logits are above glibc's largest mmap threshold
 with torch.inference_mode():
-    for _ in range(3):
+    model(x)
+    for _ in range(5):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 @pytest.mark.parametrize("setting", ["retain", "system"])
 def test_allocator_setting_reuses_freed_pages(setting: str) -> None:
-    # The third pass of a model: with "retain" it reuses the pages of the earlier passes; with
+    # Warm passes of a model: with "retain" they reuse the pages of the earlier passes; with
     # glibc as it is, every block above the mmap threshold is unmapped on free and faulted in again.
+    # The median of five: with "retain" an early warm pass may still grow the heap once (32 MiB
+    # seen, in pass 2 or 3 depending on thread timing) when a block does not fit a freed hole.
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if setting == "system" and thp.is_file() and "[always]" in thp.read_text():
         pytest.skip("with transparent huge pages always on, a fresh mapping faults per 2 MiB, not per page")
     env = dict(os.environ, LRSA_SEG_ALLOCATOR=setting)
     out = subprocess.run(
-        [sys.executable, "-c", _FAULTS_OF_A_WARM_PASS], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _FAULTS_OF_WARM_PASSES], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out[0] == setting
+    faults = statistics.median(int(n) for n in out[1:])
+    assert len(out) == 6
     logits_pages = 19 * 1024 * 1024 * 4 // 4096
     if setting == "retain":
-        assert int(out[1]) < logits_pages // 100
+        assert faults < logits_pages // 100, out
     else:
-        assert int(out[1]) >= logits_pages
+        assert faults >= logits_pages, out
 
 
 def test_bad_allocator_setting_is_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
