@@ -41,6 +41,7 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -49,6 +50,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -57,6 +59,8 @@ from datamodules.sampler import ResumableSampler, default_seed, derive_seed
 from .convert import CheckpointError, local_path, save_atomic, torch_load
 
 log = logging.getLogger(__name__)
+
+_LIGHTNING_MID_EPOCH_RESUME_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
 
 PREEMPTED_EXIT_BASE = 128
 """A pre-empted run exits with ``PREEMPTED_EXIT_BASE + signal number``."""
@@ -233,6 +237,9 @@ class FaultTolerance(Callback):
         sampler.load_state_dict(
             {"seed": state["sampler_seed"], "epoch": state["epoch"], "start": state["batch"] * batch_size}
         )
+        # Lightning warns that a mid-epoch resume "can cause unreliable results" unless the
+        # DataLoader itself has a state_dict; here the sampler carries the position instead.
+        warnings.filterwarnings("ignore", message=_LIGHTNING_MID_EPOCH_RESUME_WARNING, category=PossibleUserWarning)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
