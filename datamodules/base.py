@@ -6,6 +6,8 @@ pairing of images with masks, the lazy label checks and the loaders live here on
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -13,6 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -21,6 +24,24 @@ from .sampler import ResumableSampler, SeededIndex
 from .transforms import IGNORE_INDEX, seed_transforms, train_transforms
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+WORKER_IGNORED_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+"""Signals DataLoader workers ignore: pre-emption signals are for the main process."""
+
+
+def init_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: ignore :data:`WORKER_IGNORED_SIGNALS`, then seed as Lightning does.
+
+    Slurm (scancel, the time limit) and ``pkill -f`` send SIGTERM to every process of a job. A
+    worker that died of it first ended the run with "DataLoader worker is killed by signal"
+    before the main process could save its checkpoint. The main process saves, exits and shuts
+    its workers down (they also leave within seconds once it is gone).
+    """
+    for name in WORKER_IGNORED_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)  # what Lightning adds to loaders without an init function
 
 
 class DatasetError(ValueError):
@@ -402,6 +423,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=init_worker,
             **kwargs,
         )
 

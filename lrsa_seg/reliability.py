@@ -157,7 +157,10 @@ class FaultTolerance(Callback):
       from right before a validation would skip it). Under DDP the ranks agree on the step.
 
     Args:
-        signals: names of the signals that pre-empt the run.
+        signals: names of the signals that pre-empt the run. The DataLoader workers of this
+            project's datamodules ignore SIGTERM, SIGUSR1 and SIGUSR2
+            (``datamodules.base.WORKER_IGNORED_SIGNALS``), so a signal sent to the whole job
+            reaches the save; with other signals the workers may die first.
     """
 
     def __init__(self, signals: Sequence[str] = ("SIGTERM", "SIGUSR1")) -> None:

@@ -61,10 +61,18 @@ def step_of(path: Path) -> int:
     return int(torch_load(path)["global_step"])
 
 
-def start_fit(cwd: Path, *extra: str) -> subprocess.Popen:
+def start_fit(cwd: Path, *extra: str, start_new_session: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}  # as the in-process runs
     cmd = [sys.executable, "-m", "lrsa_seg", *FIT, *extra]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=start_new_session,
+    )
 
 
 def wait_for_step(proc: subprocess.Popen, path: Path, step: int, timeout: float = 300) -> None:
@@ -159,6 +167,18 @@ def test_signal_saves_last_and_exits_with_128_plus_signum(
     assert (state["epoch"], state["batch"]) == divmod(saved_at, STEPS_PER_EPOCH)  # resumes at the next batch
     assert signal.getsignal(signum) == before  # handlers given back
     assert (saved_at > STEPS_PER_EPOCH) == (Path("run/checkpoints/best.ckpt").is_file())  # epoch 0 validated
+
+
+def test_sigterm_to_the_whole_job_still_saves(data: Path, tmp_path: Path) -> None:
+    # Slurm (scancel, time limit) and `pkill -f` signal every process of the job, DataLoader
+    # workers included; a worker that dies of it first must not end the run before the save.
+    proc = start_fit(tmp_path, "--data.init_args.num_workers", "1", start_new_session=True)
+    wait_for_step(proc, LAST, 2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "received SIGTERM: saved" in stderr
+    assert step_of(LAST) > 2
 
 
 def test_every_cli_trainer_gets_atomic_checkpoints_and_fault_tolerance(data: Path) -> None:
