@@ -56,6 +56,7 @@ import json
 import math
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -581,9 +583,41 @@ def _log(message: str) -> None:
     print(f"[ablate] {message}", flush=True)
 
 
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+"""Pre-emption signals that ``ablate`` passes on to its running ``fit``/``test`` process."""
+
+
+def run_forwarding_signals(command: Sequence[str]) -> int:
+    """Run ``command`` to its end, passing :data:`FORWARDED_SIGNALS` sent to this process on to it.
+
+    ``kill <ablate pid>`` then pre-empts the ablation like a signal to the whole job: the
+    ``fit`` process saves ``last.ckpt`` and exits with 128 + signum, which this returns (a child
+    left running alone would have trained on without its parent). On Ctrl-C (which reaches the
+    child too) the child gets 30 s to shut down before it is killed. Returns the exit status.
+    """
+    proc = subprocess.Popen(command)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        proc.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.wait(timeout=30)
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _run_lightning(stage: str, config: Path, *extra: str) -> int:
     _log(f"$ {_command(stage, config, *extra)}")
-    return subprocess.run([sys.executable, "-m", "lrsa_seg", stage, "--config", str(config), *extra]).returncode
+    return run_forwarding_signals([sys.executable, "-m", "lrsa_seg", stage, "--config", str(config), *extra])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from lrsa_seg.ablate import (
     read_results_csv,
     redirect_paths,
     resolve_config,
+    run_forwarding_signals,
 )
 from lrsa_seg.cli import main
 from lrsa_seg.models import create_model
@@ -182,3 +188,30 @@ def test_pooled_sizes_of_reads_the_modules() -> None:
     with torch.device("meta"):
         model = create_model("lrformer_test", num_classes=3, pooled_sizes=(4, 8, 8, 8))
     assert pooled_sizes_of(model) == {"backbone_pooled_sizes": [4, 8], "head_pooled_size": 16}
+
+
+_PREEMPTIBLE_CHILD = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: (Path("saved").touch(), sys.exit(128 + signal.SIGTERM)))
+Path("ready").touch()
+time.sleep(60)
+"""
+
+
+def test_signal_to_ablate_reaches_the_running_fit(tmp_path: Path) -> None:
+    # `kill <ablate pid>` must pre-empt the fit it runs (which saves and exits 143), not orphan it.
+    def send_when_ready() -> None:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").is_file() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=send_when_ready)
+    sender.start()
+    returncode = run_forwarding_signals([sys.executable, "-c", _PREEMPTIBLE_CHILD])
+    sender.join()
+    assert returncode == 128 + signal.SIGTERM
+    assert (tmp_path / "saved").is_file()  # the child's handler ran (unsignalled it would exit 0)
+    assert signal.getsignal(signal.SIGTERM) == before
