@@ -155,6 +155,11 @@ class FaultTolerance(Callback):
       folder, so ``--ckpt_path last`` finds it) and exits with ``128 + signum``. When a
       validation follows that batch, the run validates and stops one batch later (a resume
       from right before a validation would skip it). Under DDP the ranks agree on the step.
+    - Validation: a step-interval ``last.ckpt`` is often written at the batch right before a
+      validation. Lightning resumes such a checkpoint past that validation, so a run killed
+      during it (SIGKILL, out of memory, node failure) would silently lose its metrics and
+      best-checkpoint candidate. The checkpoint records that the validation was still due,
+      and the resumed run validates first.
 
     Args:
         signals: names of the signals that pre-empt the run. The DataLoader workers of this
@@ -173,6 +178,8 @@ class FaultTolerance(Callback):
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
         self._warned = False
+        self._validation_due = False  # a validation follows the batch just trained and has not ended
+        self._validate_on_resume = False
 
     # ---- seed and data position ----
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -202,6 +209,8 @@ class FaultTolerance(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Record the seed and where training continues."""
         state: dict[str, Any] = {"seed": self.seed}
+        if trainer.state.fn == TrainerFn.FITTING:
+            state["validation_due"] = self._validation_due
         sampler = self._sampler(trainer) if trainer.state.fn == TrainerFn.FITTING else None
         if sampler is not None:
             epoch, batch = self.next_position(trainer)
@@ -222,6 +231,7 @@ class FaultTolerance(Callback):
                 log.warning("the checkpoint has no FaultTolerance state: data order and RNG continue from scratch")
             return
         self.seed = state["seed"]
+        self._validate_on_resume = trainer.state.fn == TrainerFn.FITTING and bool(state.get("validation_due"))
         if trainer.state.fn != TrainerFn.FITTING or "epoch" not in state:
             return
         sampler = self._sampler(trainer)
@@ -249,6 +259,7 @@ class FaultTolerance(Callback):
     ) -> None:
         """Reseed torch's RNG from (seed, epoch, batch, rank): model randomness independent of history."""
         assert self.seed is not None
+        self._validation_due = False
         torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
 
     # ---- signals ----
@@ -273,8 +284,24 @@ class FaultTolerance(Callback):
         self._install()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Take over the signals, if the sanity check did not run."""
+        """Take over the signals, if the sanity check did not run; run a validation the checkpoint owed."""
         self._install()
+        if self._validate_on_resume:
+            self._validate_on_resume = False
+            if trainer.is_global_zero:
+                log.warning(
+                    "the checkpoint was saved right before a validation that did not finish (step %d): validating now",
+                    trainer.global_step,
+                )
+            # As Lightning's training epoch loop runs its validation; it then resumes past it.
+            trainer.validating = True
+            trainer.fit_loop.epoch_loop.val_loop.run()
+            trainer.training = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The validation after the last batch has ended: checkpoints from now on do not owe it."""
+        if not trainer.sanity_checking:
+            self._validation_due = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Give the signals back."""
@@ -293,6 +320,9 @@ class FaultTolerance(Callback):
         so its metrics (and best-checkpoint candidate) would be lost; the run stops at the end of
         the first batch after it instead.
         """
+        self._validation_due = self._validation_follows(trainer, batch_idx) and trainer.enable_validation
+        if trainer.check_val_every_n_epoch is not None:
+            self._validation_due &= (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch == 0
         received = self.received is not None
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)

@@ -45,13 +45,22 @@ FIT = ["fit", "--config", TINY, "--trainer.max_epochs", "2", "--trainer.num_sani
 FIT += ["--model.init_args.drop_path_rate", "0.1"]
 
 
-def final_val(run: Path) -> tuple[float, float]:
-    rows = []
+def val_rows(run: Path) -> dict[int, tuple[float, float]]:
+    """``{step: (val/mIoU, val/aAcc)}`` of every validation logged under ``run``."""
+    rows = {}
     for path in sorted(run.glob("**/metrics.csv")):
         with open(path) as f:
-            rows += [r for r in csv.DictReader(f) if r.get("val/mIoU")]
-    last = max(rows, key=lambda r: int(r["step"]))
-    return float(last["val/mIoU"]), float(last["val/aAcc"])
+            rows |= {
+                int(r["step"]): (float(r["val/mIoU"]), float(r["val/aAcc"]))
+                for r in csv.DictReader(f)
+                if r.get("val/mIoU")
+            }
+    return rows
+
+
+def final_val(run: Path) -> tuple[float, float]:
+    rows = val_rows(run)
+    return rows[max(rows)]
 
 
 def step_of(path: Path) -> int:
@@ -62,7 +71,8 @@ def step_of(path: Path) -> int:
 
 
 def start_fit(cwd: Path, *extra: str, start_new_session: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}  # as the in-process runs
+    # As the in-process runs; the repository on the path for this module's callbacks.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
     cmd = [sys.executable, "-m", "lrsa_seg", *FIT, *extra]
     return subprocess.Popen(
         cmd,
@@ -179,6 +189,44 @@ def test_sigterm_to_the_whole_job_still_saves(data: Path, tmp_path: Path) -> Non
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "received SIGTERM: saved" in stderr
     assert step_of(LAST) > 2
+
+
+class KillAtFirstValidation(L.Callback):
+    """SIGKILLs this process when the first validation of a fit starts (once per folder)."""
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and not Path("killed").exists():
+            Path("killed").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [[], ["--trainer.val_check_interval", "4", "--trainer.check_val_every_n_epoch", "null"]],
+    ids=["at-epoch-end", "every-4-steps"],
+)
+def test_run_killed_during_validation_validates_on_resume(data: Path, tmp_path: Path, schedule: list[str]) -> None:
+    # last.ckpt is saved every step, so the newest one comes from right before the validation;
+    # Lightning alone resumes past that validation and its metrics are never logged.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    os.symlink(data, reference / "camvid")
+    os.chdir(reference)
+    assert main([*FIT, *schedule]) == 0
+    expected = val_rows(reference / "run")
+    os.chdir(tmp_path)
+
+    proc = start_fit(tmp_path, *schedule, add_callback("KillAtFirstValidation"))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL and val_rows(tmp_path / "run") == {}
+    resumed = start_fit(tmp_path, *schedule, "--ckpt_path", "last", add_callback("KillAtFirstValidation"))
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    got = val_rows(tmp_path / "run")
+    assert sorted(got) == sorted(expected)  # every validation step, the one killed included
+    for step, metrics in expected.items():
+        assert got[step] == pytest.approx(metrics, abs=1e-6), step
+    assert "saved right before a validation that did not finish" in stderr
 
 
 def test_every_cli_trainer_gets_atomic_checkpoints_and_fault_tolerance(data: Path) -> None:
