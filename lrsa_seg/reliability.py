@@ -61,6 +61,7 @@ from .convert import CheckpointError, local_path, save_atomic, torch_load
 log = logging.getLogger(__name__)
 
 _LIGHTNING_MID_EPOCH_RESUME_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+"""Start of the warning Lightning gives for any mid-epoch resume; hidden once the sampler resumes."""
 
 PREEMPTED_EXIT_BASE = 128
 """A pre-empted run exits with ``PREEMPTED_EXIT_BASE + signal number``."""
@@ -159,7 +160,8 @@ class FaultTolerance(Callback):
       validation. Lightning resumes such a checkpoint past that validation, so a run killed
       during it (SIGKILL, out of memory, node failure) would silently lose its metrics and
       best-checkpoint candidate. The checkpoint records that the validation was still due,
-      and the resumed run validates first.
+      and the resumed run validates first (also when the kill came after that validation had
+      ended: the same weights log the same metrics once more).
 
     Args:
         signals: names of the signals that pre-empt the run. The DataLoader workers of this
@@ -186,6 +188,7 @@ class FaultTolerance(Callback):
         """Pick the run's seed (a resumed run replaces it with the checkpoint's)."""
         self.seed = default_seed()
         self.received = None
+        self._validation_due = self._validate_on_resume = False
 
     def _sampler(self, trainer: L.Trainer) -> ResumableSampler | None:
         sampler = getattr(trainer.datamodule, "train_sampler", None)
@@ -286,17 +289,34 @@ class FaultTolerance(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Take over the signals, if the sanity check did not run; run a validation the checkpoint owed."""
         self._install()
-        if self._validate_on_resume:
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        if self._validate_on_resume and not val_loop.restarted_mid_evaluation:  # else Lightning finishes it
             self._validate_on_resume = False
             if trainer.is_global_zero:
                 log.warning(
-                    "the checkpoint was saved right before a validation that did not finish (step %d): validating now",
+                    "the checkpoint was saved right before a validation (step %d) that may not have finished: "
+                    "validating now",
                     trainer.global_step,
                 )
-            # As Lightning's training epoch loop runs its validation; it then resumes past it.
-            trainer.validating = True
-            trainer.fit_loop.epoch_loop.val_loop.run()
-            trainer.training = True
+            self._run_owed_validation(trainer, pl_module)
+
+    @staticmethod
+    def _run_owed_validation(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Run the fit's validation as Lightning's training epoch loop does, then its epoch-end saves.
+
+        Runs before the other callbacks' ``on_train_start``. When the checkpoint closed an epoch,
+        ``current_epoch`` already counts the next one (the logged step is right, the epoch column
+        one higher than in an uninterrupted run).
+        """
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        val_loop.restarting = False  # a fresh pass over all batches, not the restored position of the last one
+        trainer.validating = True
+        val_loop.run()
+        trainer.training = True
+        # A ModelCheckpoint that saves at the end of the training epoch (best-by-val/mIoU with one
+        # validation per epoch) would otherwise never see these metrics: that epoch end has passed.
+        for callback in trainer.checkpoint_callbacks:
+            callback.on_train_epoch_end(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The validation after the last batch has ended: checkpoints from now on do not owe it."""
@@ -320,13 +340,11 @@ class FaultTolerance(Callback):
         so its metrics (and best-checkpoint candidate) would be lost; the run stops at the end of
         the first batch after it instead.
         """
-        self._validation_due = self._validation_follows(trainer, batch_idx) and trainer.enable_validation
-        if trainer.check_val_every_n_epoch is not None:
-            self._validation_due &= (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch == 0
+        self._validation_due = self._validation_follows(trainer)
         received = self.received is not None
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received or self._validation_follows(trainer, batch_idx):
+        if not received or self._validation_due:
             return
         signum = self.received or signal.SIGTERM
         path = last_checkpoint_path(trainer)
@@ -343,16 +361,13 @@ class FaultTolerance(Callback):
         raise SystemExit(PREEMPTED_EXIT_BASE + signum)
 
     @staticmethod
-    def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:
-        """Whether validation (or the epoch's end) comes right after training batch ``batch_idx``."""
-        loop = trainer.fit_loop.epoch_loop
-        if loop.batch_progress.is_last_batch:
-            return True
-        every = trainer.val_check_batch
-        if isinstance(every, int) and every > 0 and trainer.enable_validation:
-            index = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
-            return (index + 1) % every == 0
-        return False
+    def _validation_follows(trainer: L.Trainer) -> bool:
+        """Whether Lightning validates right after the training batch that just ended.
+
+        Lightning's own decision (the training epoch loop calls it after this hook), not a copy
+        of its rules: epochs between validations, batch or time intervals, the epoch's end.
+        """
+        return trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
@@ -183,50 +184,71 @@ def test_sigterm_to_the_whole_job_still_saves(data: Path, tmp_path: Path) -> Non
     # Slurm (scancel, time limit) and `pkill -f` signal every process of the job, DataLoader
     # workers included; a worker that dies of it first must not end the run before the save.
     proc = start_fit(tmp_path, "--data.init_args.num_workers", "1", start_new_session=True)
-    wait_for_step(proc, LAST, 2)
-    os.killpg(proc.pid, signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
+    try:
+        wait_for_step(proc, LAST, 2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing left behind if the run did not exit
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "received SIGTERM: saved" in stderr
     assert step_of(LAST) > 2
 
 
-class KillAtFirstValidation(L.Callback):
-    """SIGKILLs this process when the first validation of a fit starts (once per folder)."""
+class KillAtValidation(L.Callback):
+    """SIGKILLs this process when validation number ``number`` of a fit starts (once per folder)."""
+
+    def __init__(self, number: int) -> None:
+        self.number, self.seen = number, 0
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and not Path("killed").exists():
+        if trainer.sanity_checking:
+            return
+        self.seen += 1
+        if self.seen == self.number and not Path("killed").exists():
             Path("killed").touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+EVERY_4_STEPS = ["--trainer.val_check_interval", "4", "--trainer.check_val_every_n_epoch", "null"]
+
+
 @pytest.mark.parametrize(
-    "schedule",
-    [[], ["--trainer.val_check_interval", "4", "--trainer.check_val_every_n_epoch", "null"]],
-    ids=["at-epoch-end", "every-4-steps"],
+    ("schedule", "killed_at"),
+    [([], 1), ([], 2), (EVERY_4_STEPS, 2)],
+    ids=["first-epoch-end", "last-epoch-end", "second-of-every-4-steps"],
 )
-def test_run_killed_during_validation_validates_on_resume(data: Path, tmp_path: Path, schedule: list[str]) -> None:
+def test_run_killed_during_validation_validates_on_resume(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schedule: list[str], killed_at: int
+) -> None:
     # last.ckpt is saved every step, so the newest one comes from right before the validation;
-    # Lightning alone resumes past that validation and its metrics are never logged.
+    # Lightning alone resumes past that validation: its metrics are never logged and it is
+    # never a best-checkpoint candidate. Two validation batches: the owed validation must run
+    # all of them, not continue from where the previous validation ended.
+    schedule = [*schedule, "--data.init_args.eval_batch_size", "1"]
     reference = tmp_path / "reference"
     reference.mkdir()
     os.symlink(data, reference / "camvid")
-    os.chdir(reference)
+    monkeypatch.chdir(reference)
     assert main([*FIT, *schedule]) == 0
     expected = val_rows(reference / "run")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
 
-    proc = start_fit(tmp_path, *schedule, add_callback("KillAtFirstValidation"))
+    kill = add_callback("KillAtValidation", number=killed_at)
+    proc = start_fit(tmp_path, *schedule, kill)
     proc.communicate(timeout=300)
-    assert proc.returncode == -signal.SIGKILL and val_rows(tmp_path / "run") == {}
-    resumed = start_fit(tmp_path, *schedule, "--ckpt_path", "last", add_callback("KillAtFirstValidation"))
+    assert proc.returncode == -signal.SIGKILL and len(val_rows(tmp_path / "run")) == killed_at - 1
+    resumed = start_fit(tmp_path, *schedule, "--ckpt_path", "last", kill)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-3000:]
     got = val_rows(tmp_path / "run")
     assert sorted(got) == sorted(expected)  # every validation step, the one killed included
     for step, metrics in expected.items():
         assert got[step] == pytest.approx(metrics, abs=1e-6), step
-    assert "saved right before a validation that did not finish" in stderr
+    best = Path("run/checkpoints/best.ckpt")
+    assert torch_load(best)["global_step"] == torch_load(reference / best)["global_step"]
+    assert "that may not have finished: validating now" in stderr
 
 
 def test_every_cli_trainer_gets_atomic_checkpoints_and_fault_tolerance(data: Path) -> None:
