@@ -6,6 +6,7 @@ pairing of images with masks, the lazy label checks and the loaders live here on
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -30,18 +31,20 @@ WORKER_IGNORED_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 """Signals DataLoader workers ignore: pre-emption signals are for the main process."""
 
 
-def init_worker(worker_id: int) -> None:
+def init_worker(worker_id: int, rank: int | None = None) -> None:
     """DataLoader ``worker_init_fn``: ignore :data:`WORKER_IGNORED_SIGNALS`, then seed as Lightning does.
 
     Slurm (scancel, the time limit) and ``pkill -f`` send SIGTERM to every process of a job. A
     worker that died of it first ended the run with "DataLoader worker is killed by signal"
     before the main process could save its checkpoint. The main process saves, exits and shuts
-    its workers down (they also leave within seconds once it is gone).
+    its workers down (they also leave within seconds once it is gone; one hung in I/O stays
+    until the job's final SIGKILL, as torch's ``terminate()`` fallback sends SIGTERM).
+    ``rank``: the process's global rank, which Lightning also passes.
     """
     for name in WORKER_IGNORED_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        pl_worker_init_function(worker_id)  # what Lightning adds to loaders without an init function
+        pl_worker_init_function(worker_id, rank)  # what Lightning adds to loaders without an init function
 
 
 class DatasetError(ValueError):
@@ -416,6 +419,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self._dataset(self.test_split)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, **kwargs: Any) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -423,7 +427,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            worker_init_fn=init_worker,
+            worker_init_fn=functools.partial(init_worker, rank=rank),
             **kwargs,
         )
 

@@ -591,28 +591,40 @@ def run_forwarding_signals(command: Sequence[str]) -> int:
     """Run ``command`` to its end, passing :data:`FORWARDED_SIGNALS` sent to this process on to it.
 
     ``kill <ablate pid>`` then pre-empts the ablation like a signal to the whole job: the
-    ``fit`` process saves ``last.ckpt`` and exits with 128 + signum, which this returns (a child
-    left running alone would have trained on without its parent). On Ctrl-C (which reaches the
-    child too) the child gets 30 s to shut down before it is killed. Returns the exit status.
+    ``fit`` process saves ``last.ckpt`` and exits with 128 + signum (a child left running alone
+    would have trained on without its parent). Returns the child's exit status, or 128 + signum
+    when a signal came (even if the child then ended normally), so the ablation stops there. On
+    Ctrl-C (which reaches the child too) the child gets 30 s to shut down before it is killed.
     """
-    proc = subprocess.Popen(command)
+    received: list[int] = []
+    child: list[subprocess.Popen] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        proc.send_signal(signum)
+        received.append(signum)
+        if child:
+            child[0].send_signal(signum)
 
+    # Installed before the child starts, so no signal falls between the two; one that comes
+    # first is passed on as soon as the child exists.
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.wait(timeout=30)
-        raise
+        child.append(subprocess.Popen(command))
+        proc = child[0]
+        for signum in received:
+            proc.send_signal(signum)
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.wait(timeout=30)
+            raise
+        return 128 + received[0] if received else returncode
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if child and child[0].poll() is None:
+            child[0].kill()
+            child[0].wait()
 
 
 def _run_lightning(stage: str, config: Path, *extra: str) -> int:

@@ -193,14 +193,16 @@ def test_pooled_sizes_of_reads_the_modules() -> None:
 _PREEMPTIBLE_CHILD = """
 import signal, sys, time
 from pathlib import Path
-signal.signal(signal.SIGTERM, lambda *_: (Path("saved").touch(), sys.exit(128 + signal.SIGTERM)))
+signal.signal(signal.SIGTERM, lambda *_: (Path("saved").touch(), sys.exit(int(sys.argv[1]))))
 Path("ready").touch()
 time.sleep(60)
 """
 
 
-def test_signal_to_ablate_reaches_the_running_fit(tmp_path: Path) -> None:
-    # `kill <ablate pid>` must pre-empt the fit it runs (which saves and exits 143), not orphan it.
+@pytest.mark.parametrize("child_exit", [128 + signal.SIGTERM, 0], ids=["child-exits-143", "child-exits-0"])
+def test_signal_to_ablate_reaches_the_running_fit(tmp_path: Path, child_exit: int) -> None:
+    # `kill <ablate pid>` must pre-empt the fit it runs (which saves and exits 143), not orphan
+    # it; and the ablation stops there even when the child then ends normally.
     def send_when_ready() -> None:
         deadline = time.monotonic() + 60
         while not (tmp_path / "ready").is_file() and time.monotonic() < deadline:
@@ -210,8 +212,8 @@ def test_signal_to_ablate_reaches_the_running_fit(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
     sender = threading.Thread(target=send_when_ready)
     sender.start()
-    returncode = run_forwarding_signals([sys.executable, "-c", _PREEMPTIBLE_CHILD])
+    returncode = run_forwarding_signals([sys.executable, "-c", _PREEMPTIBLE_CHILD, str(child_exit)])
     sender.join()
     assert returncode == 128 + signal.SIGTERM
-    assert (tmp_path / "saved").is_file()  # the child's handler ran (unsignalled it would exit 0)
+    assert (tmp_path / "saved").is_file()  # the child's handler ran (unsignalled it would sleep on)
     assert signal.getsignal(signal.SIGTERM) == before
