@@ -290,7 +290,9 @@ class FaultTolerance(Callback):
         """Take over the signals, if the sanity check did not run; run a validation the checkpoint owed."""
         self._install()
         val_loop = trainer.fit_loop.epoch_loop.val_loop
-        if self._validate_on_resume and not val_loop.restarted_mid_evaluation:  # else Lightning finishes it
+        # A checkpoint from inside a validation: Lightning finishes that one itself (2.5+ knows it).
+        mid_evaluation = getattr(val_loop, "restarted_mid_evaluation", False)
+        if self._validate_on_resume and not mid_evaluation:
             self._validate_on_resume = False
             if trainer.is_global_zero:
                 log.warning(
