@@ -212,9 +212,11 @@ class FaultTolerance(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Record the seed and where training continues."""
         state: dict[str, Any] = {"seed": self.seed}
-        if trainer.state.fn == TrainerFn.FITTING:
-            state["validation_due"] = self._validation_due
-        sampler = self._sampler(trainer) if trainer.state.fn == TrainerFn.FITTING else None
+        checkpoint.setdefault("callbacks", {})[self.state_key] = state  # completed below when fitting
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        state["validation_due"] = self._validation_due
+        sampler = self._sampler(trainer)
         if sampler is not None:
             epoch, batch = self.next_position(trainer)
             state.update(
@@ -224,7 +226,6 @@ class FaultTolerance(Callback):
                 world_size=trainer.world_size,
                 sampler_seed=sampler.seed,
             )
-        checkpoint.setdefault("callbacks", {})[self.state_key] = state
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Restore the seed and put the sampler at the next batch (runs before the loader is made)."""
@@ -234,8 +235,10 @@ class FaultTolerance(Callback):
                 log.warning("the checkpoint has no FaultTolerance state: data order and RNG continue from scratch")
             return
         self.seed = state["seed"]
-        self._validate_on_resume = trainer.state.fn == TrainerFn.FITTING and bool(state.get("validation_due"))
-        if trainer.state.fn != TrainerFn.FITTING or "epoch" not in state:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._validate_on_resume = bool(state.get("validation_due"))
+        if "epoch" not in state:
             return
         sampler = self._sampler(trainer)
         batch_size = getattr(trainer.datamodule, "batch_size", None)
