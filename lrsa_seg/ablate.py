@@ -39,6 +39,8 @@ Resuming: a size whose ``result.json`` exists (written atomically once its test 
 skipped; any other size whose folder holds an earlier attempt runs ``fit --ckpt_path last``
 (continuing from ``last.ckpt``, or finishing at once when training was complete), then ``test``.
 A note is printed when the config of a skipped or resumed size differs from this invocation's.
+The run folders are not committed but ``results.csv`` is: a size with a row there and no run
+folder (a fresh clone of a repository holding the table) is skipped too, and its row kept.
 The tables list every finished size in the ablation's folder, so sizes can be added later.
 
 The parameters, MACs and latency are measured in the ``test`` process by
@@ -75,6 +77,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from .convert import write_atomic
 from .flops import count_macs, count_params
 from .models.lrsa import LowResolutionSelfAttention
+from .reliability import ConfigError
 
 MONITOR = "val/mIoU"
 TEST_METRIC = "test/mIoU"
@@ -449,14 +452,37 @@ def _command(stage: str, config: Path, *extra: str) -> str:
 
 
 # --- the results table -------------------------------------------------------------------------
+def recorded_rows(ablation_dir: Path) -> dict[int, dict[str, Any]]:
+    """Rows of the existing ``results.csv`` whose pooled size has no run folder here, by size.
+
+    The run folders (checkpoints, logs) are not committed, the table is: in a fresh clone these
+    rows are the record of the sizes finished elsewhere, so they are kept and not run again.
+    """
+    path = ablation_dir / "results.csv"
+    if not path.is_file():
+        return {}
+    try:
+        rows = read_results_csv(path)
+    except ValueError as err:
+        raise ConfigError(f"{path}: not a results table of lrsa-seg ablate ({err}); fix or delete it") from err
+    if any(row.get("pooled_size") is None for row in rows):
+        raise ConfigError(f"{path}: a row has no pooled_size; fix or delete it")
+    runs = ablation_dir / "runs"
+    return {row["pooled_size"]: row for row in rows if not (runs / f"pool{row['pooled_size']}").exists()}
+
+
 def read_results(ablation_dir: Path) -> list[dict[str, Any]]:
-    """Rows (:data:`COLUMNS`) of every finished run under ``ablation_dir/runs/``, by pooled size."""
-    rows = []
+    """Rows (:data:`COLUMNS`) of every finished size, by pooled size.
+
+    A size's ``runs/pool<N>/result.json`` when its folder is here, else its row of the existing
+    ``results.csv`` (:func:`recorded_rows`).
+    """
+    rows = recorded_rows(ablation_dir)
     for path in sorted((ablation_dir / "runs").glob(f"pool*/{RESULT}")):
         with open(path) as f:
             result = json.load(f)
-        rows.append({key: result.get(key) for key in COLUMNS})
-    return sorted(rows, key=lambda r: r["pooled_size"])
+        rows[result["pooled_size"]] = {key: result.get(key) for key in COLUMNS}
+    return [rows[size] for size in sorted(rows)]
 
 
 def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -665,6 +691,19 @@ def run_pooled_size(
     tested network does not use ``pooled_size``. See :func:`make_run_config` for the arguments.
     """
     run_dir = (ablation_dir / "runs" / f"pool{pooled_size}").resolve()
+    recorded = recorded_rows(ablation_dir).get(pooled_size)
+    if recorded is not None:
+        measured_at = "x".join(str(s) for s in measure_size)
+        note = (
+            f"; its latency was measured at {recorded['size']}, not {measured_at}"
+            if recorded["size"] != measured_at
+            else ""
+        )
+        _log(
+            f"pool {pooled_size}: recorded in results.csv and no run folder here (a fresh clone?), skipping{note}; "
+            "delete its row to run it again"
+        )
+        return recorded
     config_path, result_path = run_dir / RUN_CONFIG, run_dir / RESULT
     previous = _read_yaml(config_path)
     wandb_id = (previous and _wandb_id(previous)) or f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:40]}-pool{pooled_size}-"
@@ -675,7 +714,11 @@ def run_pooled_size(
     )
     changed = previous is not None and _comparable(previous) != _comparable(config)
     if result_path.is_file():
-        note = " (its config differs from this invocation's: delete the folder to redo it)" if changed else ""
+        note = (
+            " (its config differs from this invocation's: delete its folder and results.csv row to redo it)"
+            if changed
+            else ""
+        )
         _log(f"pool {pooled_size}: finished earlier, skipping{note}")
         return _read_json(result_path)
     resume = previous is not None
@@ -760,6 +803,10 @@ def main(argv: list[str] | None = None) -> int:
     ablation_dir = Path(args.output_dir) / name
     measure_size = (args.latency_size[0], args.latency_size[1])
 
+    try:
+        recorded_rows(ablation_dir)  # a broken results.csv stops the ablation before any run
+    except ConfigError as err:
+        parser.error(str(err))
     base = resolve_config(args.config, overrides)
     if not wandb_loggers(base):
         _log("the config has no WandbLogger: the runs are not tracked in W&B")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -20,10 +21,13 @@ from lrsa_seg.ablate import (
     make_run_config,
     plot_results,
     pooled_sizes_of,
+    read_results,
     read_results_csv,
+    recorded_rows,
     redirect_paths,
     resolve_config,
     run_forwarding_signals,
+    write_csv,
 )
 from lrsa_seg.cli import main
 from lrsa_seg.models import create_model
@@ -103,7 +107,31 @@ def test_ablate_writes_the_table_and_resumes(
     assert fit["resumed_from"] == str(runs / "pool8" / "checkpoints" / "last.ckpt")
     assert fit["steps"] == 2  # continued from the checkpoint, not trained again
     assert (runs / "pool8" / "result.json").is_file()
-    assert [r["pooled_size"] for r in read_results_csv(ablation / "results.csv")] == [4, 8]
+    table = read_results_csv(ablation / "results.csv")
+    assert [r["pooled_size"] for r in table] == [4, 8]
+
+    # A fresh clone holds the committed table but no run folders: pool 4 keeps its row, no rerun.
+    shutil.rmtree(runs / "pool4")
+    capfd.readouterr()
+    assert main(args) == 0
+    out = capfd.readouterr().out
+    assert "pool 4: recorded in results.csv and no run folder here (a fresh clone?), skipping" in out
+    assert "pool 8: finished earlier, skipping" in out
+    assert not (runs / "pool4").exists()
+    assert read_results_csv(ablation / "results.csv") == table
+
+
+def test_read_results_keeps_recorded_rows_without_a_run_folder(tmp_path: Path) -> None:
+    ablation = tmp_path / "ablation" / "x"
+    row = {"pooled_size": 4, "head_pooled_size": 8, "params": 10, "gmacs": 0.5, "size": "64x64"}
+    ablation.mkdir(parents=True)
+    write_csv([row, {**row, "pooled_size": 8}, {**row, "pooled_size": 16}], ablation / "results.csv")
+    (ablation / "runs" / "pool8").mkdir(parents=True)  # an attempt in progress: its folder decides
+    (ablation / "runs" / "pool16").mkdir()
+    (ablation / "runs" / "pool16" / "result.json").write_text(json.dumps({**row, "pooled_size": 16, "gmacs": 0.7}))
+    rows = read_results(ablation)
+    assert [(r["pooled_size"], r["gmacs"]) for r in rows] == [(4, 0.5), (16, 0.7)]
+    assert set(recorded_rows(ablation)) == {4}
 
 
 def test_run_config_of_the_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -217,3 +245,14 @@ def test_signal_to_ablate_reaches_the_running_fit(tmp_path: Path, child_exit: in
     assert returncode == 128 + signal.SIGTERM
     assert (tmp_path / "saved").is_file()  # the child's handler ran (unsignalled it would sleep on)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_ablate_names_a_broken_results_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = tmp_path / "ablation" / "tiny" / "results.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("pooled_size,gmacs\nsixteen,1.0\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", "--config", str(TINY), "--pooled-sizes", "8", "--name", "tiny", *FAST])
+    assert exit_info.value.code == 2
+    assert "ablation/tiny/results.csv: not a results table of lrsa-seg ablate" in capsys.readouterr().err
+    assert not (table.parent / "runs").exists()
