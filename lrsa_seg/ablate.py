@@ -691,19 +691,6 @@ def run_pooled_size(
     tested network does not use ``pooled_size``. See :func:`make_run_config` for the arguments.
     """
     run_dir = (ablation_dir / "runs" / f"pool{pooled_size}").resolve()
-    recorded = recorded_rows(ablation_dir).get(pooled_size)
-    if recorded is not None:
-        measured_at = "x".join(str(s) for s in measure_size)
-        note = (
-            f"; its latency was measured at {recorded['size']}, not {measured_at}"
-            if recorded["size"] != measured_at
-            else ""
-        )
-        _log(
-            f"pool {pooled_size}: recorded in results.csv and no run folder here (a fresh clone?), skipping{note}; "
-            "delete its row to run it again"
-        )
-        return recorded
     config_path, result_path = run_dir / RUN_CONFIG, run_dir / RESULT
     previous = _read_yaml(config_path)
     wandb_id = (previous and _wandb_id(previous)) or f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:40]}-pool{pooled_size}-"
@@ -804,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     measure_size = (args.latency_size[0], args.latency_size[1])
 
     try:
-        recorded_rows(ablation_dir)  # a broken results.csv stops the ablation before any run
+        recorded = recorded_rows(ablation_dir)  # read before any run: a broken results.csv stops here
     except ConfigError as err:
         parser.error(str(err))
     base = resolve_config(args.config, overrides)
@@ -814,6 +801,14 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"{name}: pooled sizes {sizes} -> {ablation_dir}")
     try:
         for size in sizes:
+            if size in recorded:
+                row_size, measured_at = recorded[size]["size"], "x".join(str(s) for s in measure_size)
+                note = f"; its latency was measured at {row_size}, not {measured_at}" if row_size != measured_at else ""
+                _log(
+                    f"pool {size}: recorded in results.csv and no run folder here (a fresh clone?), skipping{note}; "
+                    "delete its row to run it again"
+                )
+                continue
             run_pooled_size(
                 base,
                 size,
