@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegmentationDataModule, SegmentationDataset, label_lut
-from .transforms import IGNORE_INDEX
+from lrsa_seg.constants import IGNORE_INDEX
+
+from .datamodule import SegmentationDataModule
+from .dataset import SegmentationDataset
+from .files import label_lut
 
 FOLDER = "ADEChallengeData2016"
 

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegmentationDataModule, SegmentationDataset, label_lut
-from .transforms import IGNORE_INDEX
+from lrsa_seg.constants import IGNORE_INDEX
+
+from .datamodule import SegmentationDataModule
+from .dataset import SegmentationDataset
+from .files import label_lut
 
 # The copy bundled with the repository (240 x 180, made by scripts/make_camvid_bundle.py).
 BUNDLED_ROOT = Path(__file__).resolve().parents[1] / "data" / "camvid"

@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import SegmentationDataModule, SegmentationDataset, label_lut
-from .transforms import IGNORE_INDEX
+from lrsa_seg.constants import IGNORE_INDEX
+
+from .datamodule import SegmentationDataModule
+from .dataset import SegmentationDataset
+from .files import label_lut
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 

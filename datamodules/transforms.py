@@ -16,7 +16,7 @@ import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.core.transforms_interface import DualTransform
 
-IGNORE_INDEX = 255
+from lrsa_seg.constants import IGNORE_INDEX
 
 
 class RandomRescale(DualTransform):

@@ -12,59 +12,13 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from .convert import load_state_dict_checked, read_weights
+from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
+from .errors import ConfigError
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
-from .reliability import ConfigError
-
-# ImageNet statistics on 0-255 RGB, as in the released models (SPEC.md).
-IMAGE_MEAN = (123.675, 116.28, 103.53)
-IMAGE_STD = (58.395, 57.12, 57.375)
-IGNORE_INDEX = 255
-
-
-def warmup_poly_factor(
-    step: int,
-    max_steps: int,
-    warmup_steps: int,
-    warmup_ratio: float = 1e-6,
-    power: float = 1.0,
-    min_lr_ratio: float = 0.0,
-) -> float:
-    """LR multiplier of mmseg's schedule: poly decay to ``min_lr_ratio``, linear warm-up on top.
-
-    ``poly = (1 - step / max_steps) ** power`` (scaled into ``[min_lr_ratio, 1]``); during the
-    first ``warmup_steps`` it is multiplied by a factor rising linearly from ``warmup_ratio``
-    to 1.
-    """
-    progress = min(step, max_steps) / max(1, max_steps)
-    factor = (1 - progress) ** power * (1 - min_lr_ratio) + min_lr_ratio
-    if step < warmup_steps:
-        factor *= 1 - (1 - step / warmup_steps) * (1 - warmup_ratio)
-    return factor
-
-
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict[str, Any]]:
-    """AdamW groups: normalization parameters get no weight decay; the decode head gets ``lr * head_lr_mult``."""
-    norm_params = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm))
-        for p in m.parameters(recurse=False)
-    }
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            groups.setdefault((name.startswith("decode_head."), id(param) in norm_params), []).append(param)
-    return [
-        {
-            "params": params,
-            "lr": lr * (head_lr_mult if is_head else 1.0),
-            "weight_decay": 0.0 if is_norm else weight_decay,
-            "name": f"{'head' if is_head else 'backbone'}{'_norm' if is_norm else ''}",
-        }
-        for (is_head, is_norm), params in sorted(groups.items())
-    ]
+from .models.weights import load_state_dict_checked
+from .training.optim import parameter_groups, warmup_poly_factor
+from .weights import read_weights
 
 
 class SemanticSegmentationTask(L.LightningModule):
@@ -145,40 +99,55 @@ class SemanticSegmentationTask(L.LightningModule):
             raise ConfigError(f"model.init_args.num_classes must be >= 1, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError(f"model.init_args.class_names has {len(class_names)} names for num_classes={num_classes}")
-        if model.endswith(CLASSIFIER_SUFFIX):
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self._fused: tuple[nn.Module, ...] = ()  # a tuple, so the copy is not a submodule (nor in checkpoints)
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # --- the three parts of the configuration, as torchgeo's tasks split them ---------------
+    def configure_models(self) -> None:
+        """Build ``self.model`` from the registered name and overrides; load ``weights``."""
+        h = self.hparams
+        if h.model.endswith(CLASSIFIER_SUFFIX):
             raise ConfigError(
-                f"model.init_args.model: {model!r} is not a segmentation model (use one without the _cls suffix)"
+                f"model.init_args.model: {h.model!r} is not a segmentation model (use one without the _cls suffix)"
             )
         overrides: dict[str, Any] = {}
-        if pooled_sizes is not None:
-            sizes = [pooled_sizes] if isinstance(pooled_sizes, int) else list(pooled_sizes)
+        if h.pooled_sizes is not None:
+            sizes = [h.pooled_sizes] if isinstance(h.pooled_sizes, int) else list(h.pooled_sizes)
             if min(sizes, default=1) < 1:
-                raise ConfigError(f"model.init_args.pooled_sizes must all be >= 1, got {pooled_sizes}")
-            overrides["pooled_sizes"] = pooled_sizes if isinstance(pooled_sizes, int) else tuple(pooled_sizes)
-        if head_pooled_size is not None:
-            if head_pooled_size < 1:
-                raise ConfigError(f"model.init_args.head_pooled_size must be >= 1, got {head_pooled_size}")
-            overrides["head_pooled_size"] = head_pooled_size
-        if drop_path_rate is not None:
-            if not 0.0 <= drop_path_rate < 1.0:
-                raise ConfigError(f"model.init_args.drop_path_rate must be in [0, 1), got {drop_path_rate}")
-            overrides["drop_path_rate"] = drop_path_rate
+                raise ConfigError(f"model.init_args.pooled_sizes must all be >= 1, got {h.pooled_sizes}")
+            overrides["pooled_sizes"] = h.pooled_sizes if isinstance(h.pooled_sizes, int) else tuple(h.pooled_sizes)
+        if h.head_pooled_size is not None:
+            if h.head_pooled_size < 1:
+                raise ConfigError(f"model.init_args.head_pooled_size must be >= 1, got {h.head_pooled_size}")
+            overrides["head_pooled_size"] = h.head_pooled_size
+        if h.drop_path_rate is not None:
+            if not 0.0 <= h.drop_path_rate < 1.0:
+                raise ConfigError(f"model.init_args.drop_path_rate must be in [0, 1), got {h.drop_path_rate}")
+            overrides["drop_path_rate"] = h.drop_path_rate
         try:
-            self.model = create_model(model, num_classes=num_classes, **overrides)
+            self.model = create_model(h.model, num_classes=h.num_classes, **overrides)
         except ValueError as err:
             raise ConfigError(f"model.init_args.model: {err}") from err
         if not hasattr(self.model, "decode_head"):
             raise ConfigError(
-                f"model.init_args.model: {model!r} is not a segmentation model (use one without the _cls suffix)"
+                f"model.init_args.model: {h.model!r} is not a segmentation model (use one without the _cls suffix)"
             )
-        self.model.backbone.set_grad_checkpointing(grad_checkpointing)
-        if weights is not None:
-            self.load_weights(weights, weights_scope)
+        self.model.backbone.set_grad_checkpointing(h.grad_checkpointing)
+        if h.weights is not None:
+            self.load_weights(h.weights, h.weights_scope)
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
-        self._fused: tuple[nn.Module, ...] = ()  # a tuple, so the copy is not a submodule (nor in checkpoints)
+
+    def configure_losses(self) -> None:
+        """Cross-entropy over the labelled pixels."""
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    def configure_metrics(self) -> None:
+        """Macro mIoU and pixel accuracy per split, and per-class IoU."""
+        num_classes = self.hparams.num_classes
         metrics = MetricCollection(
             {
                 "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE_INDEX),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from lrsa_seg.ablate import write_csv
+from lrsa_seg.ablation import write_csv
 
 from .conftest import TESTS
 

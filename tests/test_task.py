@@ -8,7 +8,8 @@ from torch import nn
 
 from lrsa_seg.models import create_model
 from lrsa_seg.models.segmentor import predict_logits, slide_inference
-from lrsa_seg.task import SemanticSegmentationTask, parameter_groups, warmup_poly_factor
+from lrsa_seg.task import SemanticSegmentationTask
+from lrsa_seg.training.optim import parameter_groups, warmup_poly_factor
 
 
 def test_schedule_has_warmup_then_poly_shape() -> None:

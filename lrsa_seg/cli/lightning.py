@@ -1,0 +1,89 @@
+"""The LightningCLI of ``lrsa-seg``: fit / validate / test / predict with the project's checks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+import datamodules  # noqa: F401 (so configs can name datamodules by class name)
+
+from ..callbacks import LoggerSaveConfigCallback
+from ..errors import user_error_in
+from ..io import torch_load
+from ..task import SemanticSegmentationTask
+from ..training import WEIGHTS_ONLY_OPT_IN, harden_trainer
+from .checks import check_data_arguments, check_linked_arguments
+
+
+class SegmentationCLI(LightningCLI):
+    """LightningCLI that takes ``num_classes`` and class names from the datamodule.
+
+    Every trainer gets atomic checkpoint files and fault tolerance (:mod:`lrsa_seg.training`),
+    and the configuration is checked before anything runs.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the dataset's classes to the model."""
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's merge of the ``--ckpt_path`` file's hyper-parameters into the config, read safely.
+
+        Lightning 2.6 reads the file here with ``torch.load(weights_only=True)`` whatever
+        ``--weights_only`` says (so a file that needs unpickling can never be resumed) and lets a
+        corrupt file end in a zip/pickle traceback. This reads it with ``torch_load``:
+        errors name the file, and ``--weights_only false`` is honoured.
+        """
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path or not Path(path).is_file():  # "last", "best", URLs: resolved by the trainer
+            return
+        allow_pickle = self.config[subcommand].get("weights_only") is False
+        checkpoint = torch_load(path, allow_pickle=allow_pickle, opt_in=WEIGHTS_ONLY_OPT_IN)
+        hparams = dict(checkpoint.get("hyper_parameters") or {}) if isinstance(checkpoint, dict) else {}
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the hyper-parameters of {path} failed!\n")
+            raise
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, then refuse values that disagree with the data and paths that do not exist."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        check_data_arguments(config, self.subcommand)
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # jsonargparse wraps errors of the classes' __init__
+            cause = user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
+        check_linked_arguments(config, self.datamodule)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The configured trainer with :class:`AtomicCheckpointIO` and :class:`FaultTolerance` added."""
+        return harden_trainer(super().instantiate_trainer(**kwargs))
+
+
+def run_lightning(args: ArgsType = None) -> SegmentationCLI:
+    """Run a Lightning subcommand; returns the CLI (its ``trainer`` and ``model``)."""
+    return SegmentationCLI(
+        SemanticSegmentationTask,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        args=args,
+    )

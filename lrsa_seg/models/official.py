@@ -1,0 +1,136 @@
+"""The official LRFormer release (mmsegmentation) -> lrsa-seg: pure key and config mapping.
+
+The official release names things ``backbone.patch_embed{n}``, ``backbone.d_convs{n}``,
+``backbone.block{n}.{m}`` and ``decode_head.fuse_block{n}``; here stages are built in a loop.
+Only this module knows the official names (the layout: docs/checkpoints.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointMismatchError
+from .registry import build_segmentor
+from .segmentor import Segmentor
+from .weights import load_state_dict_checked, short_list
+
+_BLOCK_RENAMES = (
+    ("attn.q.0.", "attn.q."),
+    ("attn.kv.0.", "attn.kv."),
+    ("mlp.conv.", "mlp.dwconv."),
+    ("layer_scale_1", "ls1.gamma"),
+    ("layer_scale_2", "ls2.gamma"),
+)
+
+
+def _stage(match: re.Match[str]) -> str:
+    return str(int(match.group(1)) - 1)
+
+
+# (official pattern, replacement) applied to the start of a key; the first match wins.
+_KEY_RULES: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
+    (r"backbone\.patch_embed1\.conv1\.", "backbone.stages.0.downsample.convs."),
+    (r"backbone\.patch_embed(\d)\.", lambda m: f"backbone.stages.{_stage(m)}.downsample."),
+    (r"backbone\.d_convs(\d)\.", lambda m: f"backbone.stages.{_stage(m)}.level_convs."),
+    (r"backbone\.block(\d)\.(\d+)\.", lambda m: f"backbone.stages.{_stage(m)}.blocks.{m.group(2)}."),
+    (r"decode_head\.fuse_block(\d)\.", r"decode_head.block\1."),
+    (r"decode_head\.conv_seg\.", "decode_head.classifier."),
+    (r"decode_head\.squeeze(\d)\.", r"decode_head.squeeze\1."),
+)
+
+
+def official_key_to_ours(key: str) -> str:
+    """Map one official ``state_dict`` key to its lrsa-seg name; raise ``KeyError`` if unknown."""
+    for pattern, replacement in _KEY_RULES:
+        match = re.match(pattern, key)
+        if match:
+            new = match.expand(replacement) if isinstance(replacement, str) else replacement(match)
+            rest = key[match.end() :]
+            if ".block" in new:
+                for old, ours in _BLOCK_RENAMES:
+                    rest = rest.replace(old, ours)
+            return new + rest
+    raise KeyError(key)
+
+
+def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official state dict -> lrsa-seg state dict (dict in, dict out, no I/O).
+
+    Raises ``CheckpointMismatchError`` listing every key that is not an LRFormer key.
+    """
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        try:
+            new = official_key_to_ours(key)
+        except KeyError:
+            unknown.append(key)
+            continue
+        # The head's query projection is a 1x1 conv in the official code, a linear here.
+        if new.startswith("decode_head.") and new.endswith("attn.q.weight") and value.ndim == 4:
+            value = value.flatten(1)
+        out[new] = value
+    if unknown:
+        raise CheckpointMismatchError(f"not LRFormer keys (unexpected): {short_list(unknown)}")
+    return out
+
+
+def official_config_to_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Official ``{"backbone": ..., "decode_head": ...}`` constructor arguments -> ``build_segmentor`` kwargs."""
+    try:
+        backbone, head = config["backbone"], config["decode_head"]
+    except KeyError as err:
+        raise ValueError(f"official config needs 'backbone' and 'decode_head', got {sorted(config)}") from err
+    if list(head.get("in_index", [1, 2, 3])) != [1, 2, 3]:
+        raise ValueError(f"decode_head.in_index must be [1, 2, 3], got {head['in_index']}")
+    if head.get("align_corners", False):
+        raise ValueError("decode_head.align_corners=True is not used by any LRFormer release; not supported")
+    if list(head["in_channels"]) != list(backbone["embed_dims"][1:]):
+        raise ValueError(
+            f"decode_head.in_channels {head['in_channels']} != backbone.embed_dims[1:] {backbone['embed_dims'][1:]}"
+        )
+    if backbone["depths"][2] > 20:
+        raise ValueError("LRFormer-XL (stage-3 depth > 20, extra pre-norm BatchNorms) is not supported")
+    return dict(
+        dims=tuple(backbone["embed_dims"]),
+        depths=tuple(backbone["depths"]),
+        num_heads=tuple(backbone["num_heads"]),
+        mlp_ratios=tuple(backbone["mlp_ratios"]),
+        pooled_sizes=tuple(backbone["q_pooled_sizes"]),
+        layer_scale_stages=(2, 3) if backbone.get("use_ls", True) else (),
+        drop_path_rate=backbone.get("drop_path_rate", 0.0),
+        qkv_bias=backbone.get("qkv_bias", True),
+        num_classes=head["num_classes"],
+        head_channels=head["channels"],
+        head_num_heads=head["num_heads"],
+        head_mlp_ratio=head["mlp_ratio"],
+        head_pooled_size=head["q_pooled_size"],
+        dropout=head.get("dropout_ratio", 0.1),
+    )
+
+
+_OFFICIAL_MARKERS = ("patch_embed1.", "block1.0.", "d_convs1.", "decode_head.fuse_block1.", "decode_head.conv_seg.")
+
+
+def is_official(keys: list[str]) -> bool:
+    """Whether ``keys`` use the official release's names (``patch_embed1.``, ``block1.0.`` ...)."""
+    return any(marker in key for key in keys for marker in _OFFICIAL_MARKERS)
+
+
+def from_official(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> Segmentor:
+    """Build the model of an official config and load an official ``state_dict`` strictly.
+
+    Args:
+        config: ``{"backbone": {...}, "decode_head": {...}}``, the official constructor arguments.
+        state_dict: official keys (``backbone.*``, ``decode_head.*``).
+
+    Returns:
+        The :class:`Segmentor` in eval mode. Raises ``CheckpointMismatchError`` naming missing
+        and unexpected keys and shape mismatches.
+    """
+    model = build_segmentor(**official_config_to_kwargs(config))
+    load_state_dict_checked(model, convert_official_state_dict(state_dict))
+    return model.eval()

@@ -1,0 +1,147 @@
+"""README.md cannot drift: its fenced ``python`` and ``bash`` blocks run, in order, in one folder.
+
+Shell commands run as written, with tiny settings appended to the Lightning subcommands that
+train or evaluate (one batch, the tiny model unless the command loads weights), so the whole
+README runs in seconds. Names that only stand for the reader's own files are made here first
+(an official checkpoint, a folder of images, an ADE20K tree). Every command is either run,
+checked (``make`` targets with ``make -n``; DDP launches resolve their config), or listed in
+:data:`NOT_RUN` with the reason; an unknown kind of command fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrsa_seg.cli import main
+
+from .conftest import DATA, TESTS, write_ade20k
+
+REPO = TESTS.parent
+README = REPO / "README.md"
+LIGHTNING = ("fit", "validate", "test", "predict")
+
+NOT_RUN = {
+    "wandb sync": "uploads a run to a W&B server; no network here",
+    "wandb sweep": "creates a sweep on a W&B server; tests/cli/test_sweep.py runs its commands",
+    "wandb agent": "pulls runs from a W&B server; tests/cli/test_sweep.py runs its commands",
+    "sbatch": "needs a SLURM cluster",
+    "srun": "needs a SLURM cluster",
+    "torchrun": "needs several nodes; the same LightningCLI command runs here on one",
+    "git clone": "needs the network",
+    "pip install": "needs a package registry; the Makefile installs",
+    "cd ": "moves the reader's shell",
+}
+
+# The reader's own files in the README's examples, made here.
+PLACEHOLDER_DIRS = {"/data/ade": "ade"}
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of every fenced block, in order."""
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.M | re.S)]
+
+
+def shell_commands(code: str) -> list[str]:
+    """The commands of a bash block: continuation lines joined, comments and blank lines dropped."""
+    joined = code.replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            commands.append(shlex.join(words))
+    return commands
+
+
+def tiny_settings(argv: list[str]) -> list[str]:
+    """One batch of everything; the tiny model unless the command brings its own weights or checkpoint."""
+    subcommand = argv[0]
+    extra = ["--trainer.max_epochs", "1", "--data.init_args.num_workers", "0"]
+    extra += [f"--trainer.limit_{split}_batches=1" for split in ("train", "val", "test", "predict")]
+    if not any(a.startswith(("--ckpt_path", "--model.init_args.weights")) for a in argv):
+        extra += ["--model.init_args.model", "lrformer_test", "--data.init_args.batch_size", "2"]
+    if subcommand == "fit":
+        extra += ["--data.init_args.crop_size", "[64, 64]"]
+    return extra
+
+
+def official_checkpoint(path: Path, variant: str) -> None:
+    """An mmseg-format checkpoint of ``variant`` with random values and the released keys and shapes."""
+    manifest = json.loads((DATA / f"manifest_{variant}.json").read_text())
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {}
+    for key, entry in manifest["keys"].items():
+        value = torch.randn(tuple(entry["shape"]), generator=generator) * 0.02
+        if key.endswith("num_batches_tracked"):
+            value = torch.zeros((), dtype=torch.long)
+        elif key.endswith("running_var"):
+            value = value.abs() + 1
+        state_dict[key] = value
+    torch.save({"state_dict": state_dict, "meta": {}}, path)
+
+
+def prepare(folder: Path, text: str) -> None:
+    """Make the files the README's commands name as the reader's own."""
+    for official in sorted(set(re.findall(r"\b(lrformer_([tsbl])_\w+)\.pth\b", text))):
+        official_checkpoint(folder / f"{official[0]}.pth", f"lrformer_{official[1]}")
+    images = folder / "path" / "to" / "images"
+    images.mkdir(parents=True)
+    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(images / "street.png")
+    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(folder / "street.jpg")
+    write_ade20k(folder / "ade", {"training": 2, "validation": 2})
+
+
+def run_command(command: str, folder: Path) -> None:
+    for placeholder, local in PLACEHOLDER_DIRS.items():
+        command = command.replace(placeholder, str(folder / local))
+    argv = shlex.split(command)
+    if argv[0] == "make":
+        result = subprocess.run(["make", "-n", "-C", str(REPO), *argv[1:]], capture_output=True, text=True)
+        assert result.returncode == 0, f"{command!r}: {result.stderr}"
+        return
+    if argv[:3] == ["python", "-m", "lrsa_seg"]:
+        argv = ["lrsa-seg", *argv[3:]]
+    assert argv[0] == "lrsa-seg", f"README command of an unknown kind: {command!r} (run it here or list it in NOT_RUN)"
+    args = argv[1:]
+    if args and args[0] in LIGHTNING:
+        if any(a.startswith("--trainer.strategy") and "ddp" in a for a in args) or "ddp" in args:
+            args = [*args, "--print_config"]  # a DDP launch re-runs the command line: tests/training runs DDP
+        elif "--print_config" not in args:
+            args = [*args, *tiny_settings(args)]
+    code = main(args) if "--print_config" not in args else _print_config(args)
+    assert code in (0, None), f"{command!r} exited with {code}"
+
+
+def _print_config(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    return int(exit_.value.code or 0)
+
+
+def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text()
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs", "data", "notebooks", "ablation"):
+        (tmp_path / name).symlink_to(REPO / name)
+    prepare(tmp_path, text)
+    namespace: dict[str, object] = {}
+    ran = 0
+    for language, code in fenced_blocks(text):
+        if language == "python":
+            exec(compile(code, f"README.md python block {ran}", "exec"), namespace)  # noqa: S102
+            ran += 1
+        elif language in ("bash", "sh", "shell"):
+            for command in shell_commands(code):
+                if any(command.startswith(prefix) for prefix in NOT_RUN):
+                    continue
+                run_command(command, tmp_path)
+                ran += 1
+    assert ran >= 10
