@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
@@ -16,9 +16,8 @@ from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
 from .errors import ConfigError
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
-from .models.weights import load_state_dict_checked
 from .training.optim import parameter_groups, warmup_poly_factor
-from .weights import read_weights
+from .weights import CHECKPOINT_KEY, load_into, load_weights_file, task_record
 
 
 class SemanticSegmentationTask(L.LightningModule):
@@ -162,13 +161,14 @@ class SemanticSegmentationTask(L.LightningModule):
     def load_weights(self, path: str, scope: Literal["auto", "backbone"] = "auto") -> None:
         """Initialise from ``path`` strictly (see ``weights`` / ``weights_scope``)."""
         # Training has no pickle switch: a file that needs one is converted once, by choice.
-        state_dict = read_weights(path, opt_in=f"`lrsa-seg convert {path} OUT.pt --model NAME --allow-pickle`")
-        has_head = any(k.startswith("decode_head.") for k in state_dict)
-        if scope == "backbone" or not has_head:
-            backbone = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-            load_state_dict_checked(self.model.backbone, backbone, source=f"{path} (backbone)")
-        else:
-            load_state_dict_checked(self.model, state_dict, source=str(path))
+        weights = load_weights_file(path, opt_in=f"`lrsa-seg convert {path} OUT.pt --allow-pickle`")
+        rank_zero_info(weights.describe())
+        load_into(self.model, weights, scope)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what inference needs beside the weights: model name and kwargs, classes, palette, preprocessing."""
+        dataset_class = getattr(self.trainer.datamodule, "dataset_class", None)
+        checkpoint[CHECKPOINT_KEY] = task_record(self.hparams, getattr(dataset_class, "palette", None))
 
     # --- forward -------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,7 @@ def test_lrsa_explained_with_a_checkpoint(tmp_path: Path, monkeypatch: pytest.Mo
     assert images == 7
 
 
+@pytest.mark.slow  # trains the tiny model inside the notebook (the default run executes it with a checkpoint)
 def test_lrsa_explained_trains_a_tiny_model_without_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text, images = execute("lrsa_explained", monkeypatch, LRSA_CHECKPOINT=str(tmp_path / "missing.ckpt"))
     assert "not found: training a tiny model instead" in text and "trained lrformer_test" in text

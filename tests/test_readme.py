@@ -39,7 +39,19 @@ NOT_RUN = {
     "git clone": "needs the network",
     "pip install": "needs a package registry; the Makefile installs",
     "cd ": "moves the reader's shell",
+    "lrsa-seg weights list": "lists a Hub repository: needs the network (tests/test_weights.py uses a local cache)",
 }
+
+# Commands that train several runs: the default test leaves them out, the slow one runs them tiny.
+COSTLY = {
+    "lrsa-seg ablate": [
+        "--pooled-sizes", "8", "--output-dir", "ablation_runs", "--latency-size", "64", "64", "--latency-runs", "1",
+        "--model.init_args.model", "lrformer_test", "--data.init_args.crop_size", "[64, 64]",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+        "--trainer.logger", "null",
+    ],
+}  # fmt: skip
 
 # The reader's own files in the README's examples, made here.
 PLACEHOLDER_DIRS = {"/data/ade": "ade"}
@@ -62,9 +74,11 @@ def shell_commands(code: str) -> list[str]:
 
 
 def tiny_settings(argv: list[str]) -> list[str]:
-    """One batch of everything; the tiny model unless the command brings its own weights or checkpoint."""
+    """One batch of everything on this machine's CPU; the tiny model unless the command brings its own weights."""
     subcommand = argv[0]
-    extra = ["--trainer.max_epochs", "1", "--data.init_args.num_workers", "0"]
+    extra = ["--trainer.max_epochs", "1", "--data.init_args.num_workers", "0", "--trainer.accelerator", "cpu"]
+    if "--trainer.devices" not in argv:  # the paper configs name 4 or 8 GPUs
+        extra += ["--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false"]
     extra += [f"--trainer.limit_{split}_batches=1" for split in ("train", "val", "test", "predict")]
     if not any(a.startswith(("--ckpt_path", "--model.init_args.weights")) for a in argv):
         extra += ["--model.init_args.model", "lrformer_test", "--data.init_args.batch_size", "2"]
@@ -126,10 +140,11 @@ def _print_config(args: list[str]) -> int:
     return int(exit_.value.code or 0)
 
 
-def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def walk_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, costly: bool) -> int:
+    """Run the README's blocks in order in ``tmp_path``; returns how many ran."""
     text = README.read_text()
     monkeypatch.chdir(tmp_path)
-    for name in ("configs", "data", "notebooks", "ablation"):
+    for name in ("configs", "data"):
         (tmp_path / name).symlink_to(REPO / name)
     prepare(tmp_path, text)
     namespace: dict[str, object] = {}
@@ -142,6 +157,20 @@ def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             for command in shell_commands(code):
                 if any(command.startswith(prefix) for prefix in NOT_RUN):
                     continue
+                tiny = next((extra for prefix, extra in COSTLY.items() if command.startswith(prefix)), None)
+                if tiny is not None:
+                    if not costly:
+                        continue
+                    command = shlex.join([*shlex.split(command), *tiny])  # the last value of an option wins
                 run_command(command, tmp_path)
                 ran += 1
-    assert ran >= 10
+    return ran
+
+
+def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert walk_readme(tmp_path, monkeypatch, costly=False) >= 15
+
+
+@pytest.mark.slow  # adds the commands that train several runs (the ablation), tiny
+def test_every_readme_block_runs_with_the_costly_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert walk_readme(tmp_path, monkeypatch, costly=True) >= 16

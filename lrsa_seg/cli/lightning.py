@@ -12,7 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import datamodules  # noqa: F401 (so configs can name datamodules by class name)
 
 from ..callbacks import LoggerSaveConfigCallback
-from ..errors import user_error_in
+from ..errors import ConfigError, user_error_in
 from ..io import torch_load
 from ..task import SemanticSegmentationTask
 from ..training import WEIGHTS_ONLY_OPT_IN, harden_trainer
@@ -27,9 +27,15 @@ class SegmentationCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the dataset's classes to the model."""
+        """Link the dataset's classes to the model; the switch that allows evaluating random weights."""
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.init_args.class_names", apply_on="instantiate")
+        parser.add_argument(
+            "--random_weights",
+            type=bool,
+            default=False,
+            help="validate/test/predict with neither --ckpt_path nor --model.init_args.weights (random weights)",
+        )
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's merge of the ``--ckpt_path`` file's hyper-parameters into the config, read safely.
@@ -61,6 +67,7 @@ class SegmentationCLI(LightningCLI):
         """Instantiate, then refuse values that disagree with the data and paths that do not exist."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         check_data_arguments(config, self.subcommand)
+        check_weights_given(config, self.subcommand)
         try:
             super().instantiate_classes()
         except ValueError as err:  # jsonargparse wraps errors of the classes' __init__
@@ -71,8 +78,25 @@ class SegmentationCLI(LightningCLI):
         check_linked_arguments(config, self.datamodule)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """The configured trainer with :class:`AtomicCheckpointIO` and :class:`FaultTolerance` added."""
-        return harden_trainer(super().instantiate_trainer(**kwargs))
+        """The configured trainer with :class:`AtomicCheckpointIO` and :class:`FaultTolerance` added.
+
+        ``predict`` runs without loggers: it has nothing to track, and a logger would start a run.
+        """
+        trainer = harden_trainer(super().instantiate_trainer(**kwargs))
+        if self.subcommand == "predict":
+            trainer.loggers = []
+        return trainer
+
+
+def check_weights_given(config: Any, subcommand: str | None) -> None:
+    """Evaluating needs trained weights: ``--ckpt_path`` or ``--model.init_args.weights`` (or ``--random_weights``)."""
+    if subcommand not in ("validate", "test", "predict") or config.get("random_weights"):
+        return
+    if not config.get("ckpt_path") and not config.get("model.init_args.weights"):
+        raise ConfigError(
+            "the model has random weights; pass --ckpt_path or --model.init_args.weights "
+            "(--random_weights true runs it anyway)"
+        )
 
 
 def run_lightning(args: ArgsType = None) -> SegmentationCLI:

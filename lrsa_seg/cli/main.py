@@ -10,17 +10,20 @@ from lightning.pytorch.cli import ArgsType
 from .. import __version__
 from ..allocator import apply_allocator_setting
 from ..errors import USER_ERRORS
-from . import ablate, benchmark, check_data, convert, export, flops
+from . import ablate, benchmark, check_data, convert, export, flops, profile, segment, weights
 from .common import fail, run_tool
 from .lightning import run_lightning
 
 TOOLS = {
     "flops": (flops, "exact parameter and multiply-accumulate counts"),
-    "convert": (convert, "convert an official LRFormer checkpoint"),
+    "convert": (convert, "convert weights (official checkpoints, ImageNet backbones) to an lrsa-seg file"),
+    "segment": (segment, "label maps and overlays for images with pretrained weights (no config)"),
+    "weights": (weights, "list the pretrained weights on the Hugging Face Hub"),
     "ablate": (ablate, "pool-size ablation: fit + test per pooled size, one table"),
     "check-data": (check_data, "scan a dataset: bad files, orphans, sizes, labels; pixels per class"),
     "benchmark": (benchmark, "latency and peak memory vs SegFormer and the reference, one table"),
     "export": (export, "ONNX export with dynamic height and width, checked with onnxruntime"),
+    "profile": (profile, "share of inference latency in LRSA's bilinear upsampling (profiler)"),
 }
 """Tools that are not Lightning subcommands: name -> (module with ``main(argv) -> int``, summary)."""
 

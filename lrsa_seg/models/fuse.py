@@ -110,6 +110,15 @@ def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def upsample_attention(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """LRSA's last step: the low-resolution result ``(B, C, h, w)`` bilinearly to ``size``.
+
+    Its own name, looked up at call time, so the profiler can time exactly this step
+    (:func:`lrsa_seg.models.profiling.attention_upsampling_share`).
+    """
+    return _resize(x, size)
+
+
 class FusedAttention(nn.Module):
     """LRSA returning the low-resolution result ``(B, C, h, w)``; the caller upsamples and adds.
 
@@ -186,7 +195,7 @@ class FusedBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> same."""
         x = self.cpe(x)  # x + cpe(x)
-        x.add_(_resize(self.attn(self.norm1(x)), x.shape[-2:]))
+        x.add_(upsample_attention(self.attn(self.norm1(x)), x.shape[-2:]))
         normed = self.norm2(x)
         if _onednn_fusion(x):
             # fc1 with GELU and fc2 with the residual add as oneDNN post-ops: the wide hidden

@@ -18,13 +18,14 @@ from .registry import build_segmentor
 from .segmentor import Segmentor
 from .weights import load_state_dict_checked, short_list
 
-_BLOCK_RENAMES = (
-    ("attn.q.0.", "attn.q."),
-    ("attn.kv.0.", "attn.kv."),
+# Renames inside a block; the head's q/kv are plain convs (no ".0."), so only the backbone's change.
+_QKV_RENAMES = (("attn.q.0.", "attn.q."), ("attn.kv.0.", "attn.kv."))
+_SHARED_BLOCK_RENAMES = (
     ("mlp.conv.", "mlp.dwconv."),
     ("layer_scale_1", "ls1.gamma"),
     ("layer_scale_2", "ls2.gamma"),
 )
+_BLOCK_RENAMES = (*_QKV_RENAMES, *_SHARED_BLOCK_RENAMES)
 
 
 def _stage(match: re.Match[str]) -> str:
@@ -53,6 +54,41 @@ def official_key_to_ours(key: str) -> str:
             if ".block" in new:
                 for old, ours in _BLOCK_RENAMES:
                     rest = rest.replace(old, ours)
+            return new + rest
+    raise KeyError(key)
+
+
+def _official_stage(match: re.Match[str]) -> str:
+    return str(int(match.group(1)) + 1)
+
+
+# (lrsa-seg pattern, official replacement): the inverse of _KEY_RULES.
+_REVERSE_KEY_RULES: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
+    (r"backbone\.stages\.0\.downsample\.convs\.", "backbone.patch_embed1.conv1."),
+    (r"backbone\.stages\.(\d)\.downsample\.", lambda m: f"backbone.patch_embed{_official_stage(m)}."),
+    (r"backbone\.stages\.(\d)\.level_convs\.", lambda m: f"backbone.d_convs{_official_stage(m)}."),
+    (r"backbone\.stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"backbone.block{_official_stage(m)}.{m.group(2)}."),
+    (r"decode_head\.block(\d)\.", r"decode_head.fuse_block\1."),
+    (r"decode_head\.classifier\.", "decode_head.conv_seg."),
+    (r"decode_head\.squeeze(\d)\.", r"decode_head.squeeze\1."),
+)
+
+
+def ours_key_to_official(key: str) -> str:
+    """Map one lrsa-seg ``state_dict`` key to the official release's name (inverse of :func:`official_key_to_ours`).
+
+    Used to name keys in error messages as the official file names them; raises ``KeyError``
+    for a key with no official counterpart.
+    """
+    for pattern, replacement in _REVERSE_KEY_RULES:
+        match = re.match(pattern, key)
+        if match:
+            new = match.expand(replacement) if isinstance(replacement, str) else replacement(match)
+            rest = key[match.end() :]
+            if "block" in new:
+                renames = _BLOCK_RENAMES if new.startswith("backbone.") else _SHARED_BLOCK_RENAMES
+                for official, ours in renames:
+                    rest = rest.replace(ours, official)
             return new + rest
     raise KeyError(key)
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from .head import LRHead
 from .lrformer import LRFormer, LRFormerClassifier
 from .segmentor import Segmentor
+
+logger = logging.getLogger("lrsa_seg")
 
 _HEADS = dict(num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
 
@@ -86,13 +90,26 @@ def list_models() -> list[str]:
     return sorted([*VARIANTS, *(name + CLASSIFIER_SUFFIX for name in VARIANTS)])
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    weights_scope: Literal["auto", "backbone"] = "auto",
+    **overrides: Any,
+) -> nn.Module:
     """Build a registered model with its default configuration, updated by ``overrides``.
 
     Args:
         name: one of :func:`list_models`.
-        num_classes: output classes; ``None`` gives 150 (ADE20K) for segmentors and 1000
-            (ImageNet) for ``*_cls`` classifiers.
+        num_classes: output classes; ``None`` gives the classes of ``weights`` when it has a head
+            (loaded whole), else 150 (ADE20K) for segmentors and 1000 (ImageNet) for ``*_cls``
+            classifiers.
+        weights: weights to load strictly, any format :func:`lrsa_seg.weights.load_weights_file`
+            reads, from a path, ``hf://OWNER/REPO/PATH[@REVISION]`` or an http(s) URL; its format
+            is logged in one line (logger ``lrsa_seg``).
+        weights_scope: ``"auto"`` loads the whole model, or only the backbone when the file has no
+            head; ``"backbone"`` takes only the backbone (e.g. an ImageNet backbone under a freshly
+            initialised head, the paper's start).
         **overrides: any argument of :func:`build_segmentor` / :func:`build_classifier`, e.g.
             ``pooled_sizes=8`` or ``(8, 16, 16, 16)``, ``head_pooled_size=16``,
             ``drop_path_rate=0.0``.
@@ -113,6 +130,19 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
             f"unknown argument(s) {unknown} for model {name!r}; allowed: {sorted(allowed - {'num_classes'})}"
         )
     kwargs.update(overrides)
+    loaded = None
+    if weights is not None:
+        from ..weights import load_weights_file  # lazily: lrsa_seg.weights builds models with this module
+
+        loaded = load_weights_file(weights)
+        logger.info(loaded.describe())
+        if num_classes is None and weights_scope == "auto" and loaded.has_head:
+            num_classes = loaded.model_kwargs.get("num_classes")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    if loaded is not None:
+        from ..weights import load_into
+
+        load_into(model, loaded, weights_scope)
+    return model

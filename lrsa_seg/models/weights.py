@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -16,13 +16,22 @@ def short_list(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Human-readable problems (missing keys, unexpected keys, shape mismatches); empty if none."""
+def _same_name(key: str) -> str:
+    return key
+
+
+def state_dict_mismatches(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], key_name: Callable[[str], str] = _same_name
+) -> list[str]:
+    """Human-readable problems (missing keys, unexpected keys, shape mismatches); empty if none.
+
+    ``key_name`` maps a model key to the name the report uses (e.g. the one in the source file).
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+    missing = [key_name(k) for k in expected if k not in state_dict]
+    unexpected = [key_name(k) for k in state_dict if k not in expected]
     shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        f"{key_name(k)}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in state_dict.items()
         if k in expected and tuple(v.shape) != tuple(expected[k].shape)
     ]
@@ -37,10 +46,13 @@ def state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tenso
 
 
 def load_state_dict_checked(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "state dict",
+    key_name: Callable[[str], str] = _same_name,
 ) -> None:
-    """``load_state_dict(strict=True)`` that reports every problem at once, naming ``source``."""
-    problems = state_dict_mismatches(model, state_dict)
+    """``load_state_dict(strict=True)`` that reports every problem at once, naming ``source``; keys as ``key_name``."""
+    problems = state_dict_mismatches(model, state_dict, key_name)
     if problems:
         raise CheckpointMismatchError(f"{source} does not fit the model: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)

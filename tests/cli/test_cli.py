@@ -99,7 +99,7 @@ def test_weights_initialisation(camvid_root: Path, tmp_path: Path) -> None:
     task = SemanticSegmentationTask("lrformer_test", num_classes=5, weights=str(official))
     assert torch.equal(task.model.decode_head.classifier.bias, ref["state_dict"]["decode_head.conv_seg.bias"])
     # Other classes: strict fails naming the classifier; the backbone scope loads.
-    with pytest.raises(ValueError, match="decode_head.classifier.weight"):
+    with pytest.raises(ValueError, match="decode_head.conv_seg.weight"):  # named as the file names it
         SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(official))
     task = SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(official), weights_scope="backbone")
     key = "backbone.block1.0.attn.q.0.weight"

@@ -183,6 +183,7 @@ def test_segformer_peer_builds_and_upsamples() -> None:
         assert model.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 5, 64, 96)
 
 
+@pytest.mark.slow  # a worker process per row plus the matmul worker: about a minute on 2 cores
 def test_benchmark_cli_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = ["benchmark", "--models", "lrformer_test", "lrformer_test_fused", "lrformer_test_ref"]

@@ -1,0 +1,198 @@
+"""One-call inference: ``Segmenter.from_pretrained(SRC)(image)`` -> a label map at the image's size.
+
+The weights file says which model it holds and how its inputs were prepared (classes, palette,
+mean/std, test-time resize: :func:`~lrsa_seg.weights.inference_metadata`); the segmenter runs
+the fused inference copy of the model (:func:`~lrsa_seg.models.fuse_for_inference`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .constants import IMAGE_MEAN, IMAGE_STD
+from .errors import ConfigError, DatasetError
+from .models import VARIANTS, create_model, fuse_for_inference
+from .models.segmentor import Segmentor, predict_logits
+from .visualize import default_palette
+from .visualize import overlay as overlay_picture
+from .weights import VALUE_SCALE, Weights, load_into, load_weights_file
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+"""A path, a PIL image, an ``(H, W, 3)`` uint8 array or a ``(3, H, W)`` uint8 tensor (RGB)."""
+
+_PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def image_array(image: ImageInput) -> np.ndarray:
+    """Any :data:`ImageInput` -> ``(H, W, 3)`` uint8 RGB; an unreadable file raises ``DatasetError`` naming it."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                return np.asarray(opened.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DatasetError(f"{image}: unreadable or corrupt image ({err})") from err
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image tensor must be (3, H, W) uint8, got {tuple(image.shape)} {image.dtype}")
+        return image.permute(1, 2, 0).cpu().numpy()
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        return image
+    raise TypeError(f"image must be a path, PIL image, array or tensor, got {type(image).__name__}")
+
+
+class Segmenter:
+    """A pretrained segmentation model with its preprocessing, classes and palette.
+
+    Args:
+        model: a :class:`Segmentor` with its weights.
+        metadata: :func:`~lrsa_seg.weights.inference_metadata` (missing entries: class indices as
+            names, the default palette, ImageNet mean/std, no test-time resize).
+        device: where to run, e.g. ``"cpu"``, ``"cuda"``.
+        precision: ``"32"``, ``"bf16"`` or ``"16"`` (autocast).
+        mode: ``"whole"`` image or ``"slide"`` windows of ``crop_size`` every ``stride``.
+        crop_size: sliding window ``(h, w)``.
+        stride: sliding stride ``(h, w)``.
+    """
+
+    def __init__(
+        self,
+        model: Segmentor,
+        metadata: dict[str, Any],
+        device: str | torch.device = "cpu",
+        precision: Literal["32", "bf16", "16"] = "32",
+        mode: Literal["whole", "slide"] = "whole",
+        crop_size: tuple[int, int] = (512, 512),
+        stride: tuple[int, int] = (341, 341),
+    ) -> None:
+        if precision not in _PRECISIONS:
+            raise ConfigError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        if mode not in ("whole", "slide"):
+            raise ConfigError(f"mode must be 'whole' or 'slide', got {mode!r}")
+        self.device = torch.device(device)
+        self.precision = precision
+        self.mode = mode
+        self.crop_size = tuple(crop_size)
+        self.stride = tuple(stride)
+        self.num_classes = model.num_classes
+        self.class_names: list[str] = list(metadata.get("class_names") or [str(i) for i in range(self.num_classes)])
+        self.palette: list[tuple[int, int, int]] = [
+            (int(r), int(g), int(b)) for r, g, b in (metadata.get("palette") or default_palette(self.num_classes))
+        ]
+        self.base_size = tuple(metadata["base_size"]) if metadata.get("base_size") else None
+        self.size_multiple = metadata.get("size_multiple")
+        # mean/std apply to pixels on 0..value_scale; on uint8 (0..255) they scale by 255 / value_scale.
+        scale = VALUE_SCALE / float(metadata.get("value_scale") or VALUE_SCALE)
+        mean = torch.tensor(metadata.get("mean") or IMAGE_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * scale
+        std = torch.tensor(metadata.get("std") or IMAGE_STD, dtype=torch.float32).view(1, 3, 1, 1) * scale
+        self.mean, self.std = mean.to(self.device), std.to(self.device)
+        self.model = fuse_for_inference(model.eval().to(self.device))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike[str],
+        model: str | None = None,
+        device: str | torch.device = "cpu",
+        precision: Literal["32", "bf16", "16"] = "32",
+        mode: Literal["whole", "slide"] = "whole",
+        crop_size: tuple[int, int] = (512, 512),
+        stride: tuple[int, int] = (341, 341),
+        allow_pickle: bool = False,
+    ) -> Segmenter:
+        """Load a segmentation weights file of any supported format.
+
+        Args:
+            source: a path, ``hf://OWNER/REPO/PATH[@REVISION]`` or an http(s) URL.
+            model: registered variant (``lrformer_t`` ...); needed only where the file does not say
+                and its shapes fit no variant.
+            device: as in :class:`Segmenter`.
+            precision: as in :class:`Segmenter`.
+            mode: as in :class:`Segmenter`.
+            crop_size: as in :class:`Segmenter`.
+            stride: as in :class:`Segmenter`.
+            allow_pickle: allow arbitrary unpickling (only for files you trust).
+        """
+        weights = load_weights_file(source, allow_pickle)
+        return cls(build_model(weights, model), weights.metadata, device, precision, mode, crop_size, stride)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = _PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def predict_probs(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Class probabilities ``(K, H, W)`` float32 per ``(H, W, 3)`` uint8 image; same-size images form one batch."""
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for index, array in enumerate(images):
+            by_size.setdefault(array.shape, []).append(index)
+        results: dict[int, torch.Tensor] = {}
+        for indices in by_size.values():
+            batch = torch.stack([torch.tensor(images[i]) for i in indices]).to(self.device)  # copies: any array
+            normalized = (batch.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            with self._autocast():
+                probs = predict_logits(
+                    self.model,
+                    normalized,
+                    mode=self.mode,
+                    crop_size=self.crop_size,
+                    stride=self.stride,
+                    base_size=self.base_size,
+                    size_multiple=self.size_multiple,
+                )
+            results.update(zip(indices, probs.float().cpu()))
+        return [results[i] for i in range(len(images))]
+
+    def __call__(
+        self, image: ImageInput | Sequence[ImageInput], return_probs: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Segment one image or a list of them (any sizes).
+
+        Args:
+            image: an :data:`ImageInput` or a list of them.
+            return_probs: return class probabilities ``(K, H, W)`` float32 instead of labels.
+
+        Returns:
+            Per image, labels ``(H, W)`` int64 at the input's size (or probabilities); a list for a list.
+        """
+        single = not isinstance(image, (list, tuple))
+        arrays = [image_array(item) for item in ([image] if single else image)]
+        outputs = [p if return_probs else p.argmax(dim=0) for p in self.predict_probs(arrays)]
+        return outputs[0] if single else outputs
+
+    def overlay(self, image: ImageInput, labels: torch.Tensor | np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The class colours over ``image`` with a legend of the classes present: ``(H, W + legend, 3)`` uint8 RGB."""
+        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        return overlay_picture(image_array(image), labels, self.palette, self.class_names, alpha)
+
+
+def build_model(weights: Weights, name: str | None = None) -> Segmentor:
+    """The segmentation model ``weights`` holds (variant ``name``, else the one the file names), loaded strictly."""
+    if not weights.has_head:
+        raise ConfigError(
+            f"{weights.source}: {weights.format} holds only a backbone; segmenting needs a segmentation model "
+            "(fine-tune it first: create_model(NAME, num_classes=K, weights=SRC, weights_scope='backbone'))"
+        )
+    name = name or weights.model
+    if name is None:
+        raise ConfigError(
+            f"{weights.source} does not say which variant it holds; pass model= one of {', '.join(VARIANTS)}"
+        )
+    num_classes = int(weights.state_dict["decode_head.classifier.weight"].shape[0])
+    model = create_model(name, **{**weights.model_kwargs, "num_classes": num_classes})
+    if not isinstance(model, Segmentor):
+        raise ConfigError(f"model {name!r} is not a segmentation model (use one without the _cls suffix)")
+    load_into(model, weights)
+    return model
