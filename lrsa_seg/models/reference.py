@@ -1,4 +1,4 @@
-"""The straightforward LRFormer: SPEC.md written out directly, with no optimisation at all.
+"""The straightforward LRFormer: docs/lrsa.md written out directly, with no optimisation at all.
 
 This is the oracle the optimised model (``lrsa_seg.models`` and its fused inference copy) is
 tested against, and the "unoptimised reference" row of ``lrsa-seg benchmark``. It follows the
@@ -23,7 +23,7 @@ PYRAMID = (11, 8, 6, 4)
 
 
 def grid(height: int, width: int, size: int) -> tuple[int, int]:
-    """SPEC's pooled-grid rule: the short side gets ``size``, the aspect ratio is kept."""
+    """The pooled-grid rule (docs/lrsa.md#pooled-grid): the short side gets ``size``, the aspect ratio is kept."""
     if width >= height:
         return size, max(1, round(width * size / height + 0.001))
     return max(1, round(height * size / width + 0.001)), size

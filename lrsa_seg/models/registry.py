@@ -19,7 +19,7 @@ logger = logging.getLogger("lrsa_seg")
 _HEADS = dict(num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
 
 
-# The released configurations (SPEC.md); `lrformer_test` is a tiny variant for tests and demos.
+# The released configurations (docs/lrsa.md#block-and-stages); `lrformer_test` is a tiny variant for tests and demos.
 VARIANTS: dict[str, dict[str, Any]] = {
     "lrformer_t": dict(dims=(48, 96, 240, 384), depths=(2, 2, 6, 3), **_HEADS, head_channels=256, drop_path_rate=0.1),
     "lrformer_s": dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), **_HEADS, head_channels=384, drop_path_rate=0.2),

@@ -53,7 +53,8 @@ def _rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_pooled_grid_integer_rule_equals_python_round() -> None:
-    # The SPEC rule in float64 (numpy rounds half to even like Python) against the integer form.
+    # The pooled-grid rule (docs/lrsa.md#pooled-grid) in float64 (numpy rounds half to even like Python)
+    # against the integer form.
     n = 1100  # includes sides of 1000, where round(x + 0.001) meets exact halves
     h = np.arange(1, n + 1, dtype=np.int64)[:, None]
     w = np.arange(1, n + 1, dtype=np.int64)[None, :]

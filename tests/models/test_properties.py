@@ -1,6 +1,6 @@
 """Property-based shape tests: any size, aspect ratio up to 1:8, pooled size 1-64, batch 1-3, any width.
 
-LRSA is checked against a direct reference written from SPEC.md with plain matrices (pooling
+LRSA is checked against a direct reference written from docs/lrsa.md with plain matrices (pooling
 and bilinear upsampling as explicit averaging/interpolation matrices, softmax by hand, one head
 at a time), not against the module's own plain path. Examples are derandomized (the same on
 every run) and sized to keep the file under about a minute.
@@ -26,7 +26,7 @@ SETTINGS = settings(deadline=None, derandomize=True, suppress_health_check=[Heal
 MAX_ASPECT = 8
 
 
-# --- the reference (SPEC.md, "LRSA") --------------------------------------------------------------
+# --- the reference (docs/lrsa.md) --------------------------------------------------------------------
 def spec_grid(height: int, width: int, size: int) -> tuple[int, int]:
     """The pooled-grid rule, literally."""
     if width >= height:
@@ -61,7 +61,7 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
 
 def reference_lrsa(attn: LowResolutionSelfAttention, x: torch.Tensor, convs: nn.ModuleList | None) -> torch.Tensor:
-    """LRSA of ``x (B, C, H, W)`` computed from the description in SPEC.md, in float64."""
+    """LRSA of ``x (B, C, H, W)`` computed from the description in docs/lrsa.md, in float64."""
     batch, channels, height, width = x.shape
     heads = attn.num_heads
     head_dim = channels // heads
