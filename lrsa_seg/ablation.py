@@ -137,46 +137,62 @@ the wall time of training with validation excluded, summed over resumed sessions
     path.write_text(text)
 
 
-def plot_results(rows: Sequence[dict[str, Any]], path: str | Path | None = None) -> Any:
+def plot_results(rows: Sequence[dict[str, Any]], path: str | Path | None = None, not_run: Sequence[int] = ()) -> Any:
     """Plot mIoU (val best, test) and GMACs / latency against the pooled size; save to ``path`` if given.
 
-    Returns the matplotlib ``Figure``, made without pyplot, so it neither needs nor changes a
-    backend (``savefig`` renders PNG with Agg); a notebook shows it with ``display(fig)``.
+    The mIoU axis starts at 0, so the spread between sizes is shown at its true scale (one seed
+    per size cannot separate a 2-point spread from noise). Sizes in ``not_run`` are marked on the
+    x axis as not run. Returns the matplotlib ``Figure``, made without pyplot, so it neither needs
+    nor changes a backend (``savefig`` renders PNG with Agg); a notebook shows it with ``display(fig)``.
     """
     from matplotlib.figure import Figure
 
     sizes = [r["pooled_size"] for r in rows]
+    ticks = sorted({*sizes, *not_run})
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_miou, ax_cost = fig.subplots(1, 2)
+    top = 0.0
     for key, label, marker in (("val_miou", "val mIoU (best)", "o"), ("test_miou", "test mIoU", "s")):
         points = [(s, r[key] * 100) for s, r in zip(sizes, rows) if r.get(key) is not None]
         if points:
             ax_miou.plot(*zip(*points), marker=marker, label=label)
-    ax_miou.set(xlabel="backbone pooled size", ylabel="mIoU (%)", title="Accuracy")
-    ax_miou.legend()
+            top = max(top, *(v for _, v in points))
+    ax_miou.set_ylim(0, max(10.0, top * 1.25))
+    ax_miou.set(xlabel="backbone pooled size", ylabel="mIoU (%)", title="Accuracy (one seed per size)")
     size = rows[0]["size"] if rows else ""
     ax_cost.plot(sizes, [r["gmacs"] for r in rows], marker="o", color="C2", label="GMACs")
     ax_cost.set(xlabel="backbone pooled size", ylabel=f"GMACs @ {size}", title="Cost")
+    ax_cost.set_ylim(bottom=0)
     ax_latency = ax_cost.twinx()
     ax_latency.plot(sizes, [r["latency_ms"] for r in rows], marker="^", color="C3", linestyle="--", label="latency")
     ax_latency.set_ylabel(f"latency @ {size} (ms)")
+    ax_latency.set_ylim(bottom=0)
     handles = ax_cost.get_legend_handles_labels()[0] + ax_latency.get_legend_handles_labels()[0]
     ax_cost.legend(handles, [h.get_label() for h in handles], loc="upper left")
     for ax in (ax_miou, ax_cost):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.set_xticks(ticks, [f"{t}\n(not run)" if t in not_run else str(t) for t in ticks])
         ax.grid(alpha=0.3)
+        for t in not_run:
+            ax.axvline(t, color="0.6", linestyle=":")
+    ax_miou.legend(loc="lower right")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
 
 
-def write_tables(ablation_dir: Path, name: str, warmup_runs: int, latency_runs: int) -> list[dict[str, Any]]:
-    """Write ``results.csv``, ``results.md`` and ``pool_size.png`` from the finished runs."""
+def write_tables(
+    ablation_dir: Path, name: str, warmup_runs: int, latency_runs: int, requested: Sequence[int] = ()
+) -> list[dict[str, Any]]:
+    """Write ``results.csv``, ``results.md`` and ``pool_size.png`` from the finished runs.
+
+    ``requested`` sizes without a finished run are marked on the plot as not run.
+    """
     rows = read_results(ablation_dir)
     if not rows:
         return rows
     write_csv(rows, ablation_dir / "results.csv")
     write_markdown(rows, ablation_dir / "results.md", name, warmup_runs, latency_runs)
-    plot_results(rows, ablation_dir / "pool_size.png")
+    not_run = sorted(set(requested) - {row["pooled_size"] for row in rows})
+    plot_results(rows, ablation_dir / "pool_size.png", not_run=not_run)
     return rows

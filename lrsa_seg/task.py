@@ -10,10 +10,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
 from .errors import ConfigError
+from .metrics import SIZE_NAMES, SizeBinnedIoU
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
 from .training.optim import parameter_groups, warmup_poly_factor
@@ -56,6 +57,9 @@ class SemanticSegmentationTask(L.LightningModule):
             (:func:`~lrsa_seg.models.fuse_for_inference`, rebuilt at the start of each loop):
             same predictions up to float rounding, fewer passes over memory.
         grad_checkpointing: recompute backbone blocks in backward to save memory.
+        size_iou: also report test mIoU over small / medium / large ground-truth regions
+            (``test/mIoU_small`` ..., :mod:`lrsa_seg.metrics`; costs a connected-component pass
+            per test image on the CPU).
     """
 
     monitor = "val/mIoU"
@@ -89,6 +93,7 @@ class SemanticSegmentationTask(L.LightningModule):
         tta_flip: bool = False,
         fused_eval: bool = True,
         grad_checkpointing: bool = False,
+        size_iou: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -145,18 +150,26 @@ class SemanticSegmentationTask(L.LightningModule):
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
 
     def configure_metrics(self) -> None:
-        """Macro mIoU and pixel accuracy per split, and per-class IoU."""
+        """Macro mIoU, pixel accuracy (aAcc) and mean class accuracy (mAcc) per split; a confusion matrix.
+
+        The confusion matrix (rows: ground truth, columns: prediction; 255 ignored) gives the
+        per-class IoU and accuracy at the end of each validation and test, and is kept in
+        :attr:`last_confusion` for callbacks (``lrsa_seg.callbacks.EvaluationReport``).
+        """
         num_classes = self.hparams.num_classes
         metrics = MetricCollection(
             {
                 "mIoU": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE_INDEX),
                 "aAcc": MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX),
+                "mAcc": MulticlassAccuracy(num_classes, average="macro", ignore_index=IGNORE_INDEX),
             }
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.val_class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=IGNORE_INDEX)
-        self.test_class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=IGNORE_INDEX)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+        self.test_size_iou = SizeBinnedIoU(num_classes) if self.hparams.get("size_iou") else None
+        self.last_confusion: dict[str, torch.Tensor] = {}
 
     def load_weights(self, path: str, scope: Literal["auto", "backbone"] = "auto") -> None:
         """Initialise from ``path`` strictly (see ``weights`` / ``weights_scope``)."""
@@ -219,24 +232,35 @@ class SemanticSegmentationTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], metrics: MetricCollection, class_iou: MulticlassJaccardIndex) -> None:
+    def _evaluate(
+        self, batch: dict[str, Any], metrics: MetricCollection, confusion: MulticlassConfusionMatrix
+    ) -> torch.Tensor:
         preds = self.predict_probs(batch["image"]).argmax(dim=1)
         metrics.update(preds, batch["mask"])
-        class_iou.update(preds, batch["mask"])
+        confusion.update(preds, batch["mask"])
         self.log_dict(metrics, batch_size=batch["image"].shape[0], prog_bar=True)
+        return preds
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Score the whole original-size images."""
-        self._evaluate(batch, self.val_metrics, self.val_class_iou)
+        self._evaluate(batch, self.val_metrics, self.val_confusion)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Score the whole original-size images."""
-        self._evaluate(batch, self.test_metrics, self.test_class_iou)
+        preds = self._evaluate(batch, self.test_metrics, self.test_confusion)
+        if self.test_size_iou is not None:
+            self.test_size_iou.update(preds, batch["mask"])
 
-    def _log_class_iou(self, prefix: str, class_iou: MulticlassJaccardIndex) -> None:
-        values = class_iou.compute()
-        self.log_dict({f"{prefix}/IoU/{name}": value for name, value in zip(self.class_names, values)})
-        class_iou.reset()
+    def _log_per_class(self, split: str, confusion: MulticlassConfusionMatrix) -> None:
+        """Per-class IoU and accuracy from the split's confusion matrix (synced across processes)."""
+        matrix = confusion.compute()
+        confusion.reset()
+        self.last_confusion[split] = matrix.detach().cpu()
+        tp, labelled, predicted = matrix.diagonal().double(), matrix.sum(1).double(), matrix.sum(0).double()
+        iou = tp / (labelled + predicted - tp).clamp(min=1)  # 0 for a class never seen nor predicted
+        accuracy = tp / labelled.clamp(min=1)
+        self.log_dict({f"{split}/IoU/{name}": value for name, value in zip(self.class_names, iou.float())})
+        self.log_dict({f"{split}/Acc/{name}": value for name, value in zip(self.class_names, accuracy.float())})
 
     def _start_eval(self) -> None:
         if self.hparams.fused_eval:
@@ -258,14 +282,18 @@ class SemanticSegmentationTask(L.LightningModule):
         self._start_eval()
 
     def on_validation_epoch_end(self) -> None:
-        """Per-class IoU (synced across processes by torchmetrics); drop the fused copy."""
+        """Per-class IoU and accuracy (synced across processes by torchmetrics); drop the fused copy."""
         self._end_eval()
-        self._log_class_iou("val", self.val_class_iou)
+        self._log_per_class("val", self.val_confusion)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class IoU (synced across processes by torchmetrics); drop the fused copy."""
+        """Per-class IoU and accuracy (and IoU by region size), synced across processes; drop the fused copy."""
         self._end_eval()
-        self._log_class_iou("test", self.test_class_iou)
+        self._log_per_class("test", self.test_confusion)
+        if self.test_size_iou is not None:
+            by_size = self.test_size_iou.compute()
+            self.log_dict({f"test/mIoU_{size}": by_size[size].float() for size in SIZE_NAMES})
+            self.test_size_iou.reset()
 
     def on_predict_epoch_end(self) -> None:
         """Drop the fused copy."""

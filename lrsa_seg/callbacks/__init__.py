@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .config import LoggerSaveConfigCallback
+from .evaluation import EvaluationReport
+from .samples import SamplePredictions
 from .writer import SegmentationWriter
 
-__all__ = ["LoggerSaveConfigCallback", "SegmentationWriter"]
+__all__ = ["EvaluationReport", "LoggerSaveConfigCallback", "SamplePredictions", "SegmentationWriter"]

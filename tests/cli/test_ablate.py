@@ -132,8 +132,12 @@ def test_run_config_of_the_quickstart(tmp_path: Path, capsys: pytest.CaptureFixt
     assert config["model"]["init_args"]["pooled_sizes"] == 32 and config["model"]["init_args"]["head_pooled_size"] == 8
     assert config["trainer"]["max_epochs"] == 1 and config["trainer"]["default_root_dir"] == str(run)
     assert sorted(all_paths(config)) == sorted(
-        [str(run)] * 2 + [str(run / "checkpoints")] * 2 + [str(run / "predictions"), str(run)]
-    )  # W&B and CSV save_dir, two checkpoints, the prediction writer, the recorder
+        [str(run)] * 2
+        + [str(run / "checkpoints")] * 2
+        + [str(run / "predictions")]
+        + [str(run / "visuals")] * 2
+        + [str(run)]
+    )  # W&B and CSV save_dir, two checkpoints, the prediction writer, the two picture callbacks, the recorder
     wandb = config["trainer"]["logger"][0]["init_args"]
     assert (wandb["group"], wandb["name"], wandb["id"], wandb["resume"]) == (
         "ablate-quickstart",

@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (RunFailedError, KeyboardInterrupt) as err:
         _log(f"{err or 'interrupted'}; rerun the same command to resume")
-        write_tables(ablation_dir, name, args.warmup_runs, args.latency_runs)
+        write_tables(ablation_dir, name, args.warmup_runs, args.latency_runs, sizes)
         return err.returncode if isinstance(err, RunFailedError) else 130
-    rows = write_tables(ablation_dir, name, args.warmup_runs, args.latency_runs)
+    rows = write_tables(ablation_dir, name, args.warmup_runs, args.latency_runs, sizes)
     print(markdown_table(rows))
     _log(f"wrote {ablation_dir / 'results.csv'}, {ablation_dir / 'results.md'} and {ablation_dir / 'pool_size.png'}")
     return 0
