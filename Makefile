@@ -19,9 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# fit and test log to one W&B run: the same run id, resumed by the test.
 quickstart: $(VENV)/.installed
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lrsa-seg fit --config configs/quickstart.yaml
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
+	export WANDB_MODE=$${WANDB_MODE:-offline} WANDB_RESUME=allow \
+		WANDB_RUN_ID=$${WANDB_RUN_ID:-quickstart-$$(date +%Y%m%d-%H%M%S)}; \
+	$(BIN)/lrsa-seg fit --config configs/quickstart.yaml && \
+	$(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -57,6 +57,9 @@ class SemanticSegmentationTask(L.LightningModule):
             (:func:`~lrsa_seg.models.fuse_for_inference`, rebuilt at the start of each loop):
             same predictions up to float rounding, fewer passes over memory.
         grad_checkpointing: recompute backbone blocks in backward to save memory.
+        loss_average: how the cross-entropy is averaged: ``"all_pixels"`` divides the sum over the
+            labelled pixels by all pixels, as the official mmseg loss (``avg_non_ignore=False``);
+            ``"labelled_pixels"`` by the labelled pixels only (PyTorch's default).
         size_iou: also report test mIoU over small / medium / large ground-truth regions
             (``test/mIoU_small`` ..., :mod:`lrsa_seg.metrics`; costs a connected-component pass
             per test image on the CPU).
@@ -93,6 +96,7 @@ class SemanticSegmentationTask(L.LightningModule):
         tta_flip: bool = False,
         fused_eval: bool = True,
         grad_checkpointing: bool = False,
+        loss_average: Literal["all_pixels", "labelled_pixels"] = "all_pixels",
         size_iou: bool = False,
     ) -> None:
         super().__init__()
@@ -146,8 +150,10 @@ class SemanticSegmentationTask(L.LightningModule):
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
     def configure_losses(self) -> None:
-        """Cross-entropy over the labelled pixels."""
-        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        """Cross-entropy with the ignore value, averaged as ``loss_average`` says."""
+        labelled_only = self.hparams.get("loss_average", "all_pixels") == "labelled_pixels"
+        # Summed, then divided by every pixel: ignored pixels count as zeros in the mean.
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="mean" if labelled_only else "none")
 
     def configure_metrics(self) -> None:
         """Macro mIoU, pixel accuracy (aAcc) and mean class accuracy (mAcc) per split; a confusion matrix.
@@ -217,7 +223,7 @@ class SemanticSegmentationTask(L.LightningModule):
         """
         logits = self(batch["image"])
         if (batch["mask"] != IGNORE_INDEX).any():
-            loss = self.criterion(logits.float(), batch["mask"])
+            loss = self.criterion(logits.float(), batch["mask"]).mean()  # a mean over all pixels when unreduced
         else:
             rank_zero_warn(
                 f"step {self.global_step}, batch {batch_idx}: no labelled pixels in files {batch.get('name')}; "

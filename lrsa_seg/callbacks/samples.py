@@ -27,7 +27,7 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], palette: 
 
 
 class SamplePredictions(L.Callback):
-    """Every ``every_n_validations`` validations, predict the first ``num_images`` validation images.
+    """Every ``every_n_validations`` validations, predict ``num_images`` fixed validation images.
 
     Writes ``samples_step<N>.png`` (rows: image | ground truth | prediction with a legend of the
     classes present) into ``output_dir`` and, with a W&B logger, logs ``val/samples``: one
@@ -37,7 +37,7 @@ class SamplePredictions(L.Callback):
 
     Args:
         output_dir: folder of the grids.
-        num_images: how many validation images (the first ones of the validation set).
+        num_images: how many validation images (spread evenly over the validation set).
         every_n_validations: log at the 1st, (1+k)th, ... validation after the sanity check.
     """
 
@@ -51,12 +51,11 @@ class SamplePredictions(L.Callback):
 
     def _collect(self, trainer: L.Trainer) -> None:
         loaders = trainer.val_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        for batch in loader:
-            for image, mask in zip(batch["image"], batch["mask"]):
-                self._samples.append((image.cpu(), mask.cpu()))
-                if len(self._samples) == self.num_images:
-                    return
+        dataset = (loaders[0] if isinstance(loaders, (list, tuple)) else loaders).dataset
+        # Spread over the split: consecutive video frames would show the same scene N times.
+        for index in np.linspace(0, len(dataset) - 1, min(self.num_images, len(dataset))).round().astype(int):
+            sample = dataset[int(index)]
+            self._samples.append((sample["image"], sample["mask"]))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Predict the fixed images and write / log them."""

@@ -64,9 +64,12 @@ def slide_inference(
 
 
 def resize_to_multiple(images: torch.Tensor, multiple: int = 32) -> torch.Tensor:
-    """Bilinearly resize ``(B, C, H, W)`` so both sides are multiples of ``multiple`` (rounded)."""
+    """Bilinearly resize ``(B, C, H, W)`` so both sides are multiples of ``multiple``, rounded UP.
+
+    As the official AlignResize (``ceil(side / multiple) * multiple``: 683 -> 704).
+    """
     height, width = images.shape[-2:]
-    size = (max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple))
+    size = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
     if size == (height, width):
         return images
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)

@@ -15,17 +15,25 @@ def warmup_poly_factor(
     power: float = 1.0,
     min_lr_ratio: float = 0.0,
 ) -> float:
-    """LR multiplier of mmseg's schedule: poly decay to ``min_lr_ratio``, linear warm-up on top.
+    """LR multiplier at iteration ``step`` of the official schedule (mmengine, chained per iteration).
 
-    ``poly = (1 - step / max_steps) ** power`` (scaled into ``[min_lr_ratio, 1]``); during the
-    first ``warmup_steps`` it is multiplied by a factor rising linearly from ``warmup_ratio``
-    to 1.
+    ``LinearLR(start_factor=warmup_ratio, begin=0, end=warmup_steps)`` then
+    ``PolyLR(power, eta_min, begin=warmup_steps, end=max_steps)``:
+
+    - ``step < warmup_steps``: ``warmup_ratio + (1 - warmup_ratio) * step / warmup_steps``;
+    - then the poly decay starts from the last warm-up value (LinearLR stops one step before
+      reaching 1) and decays over ``max_steps - warmup_steps`` iterations:
+      ``(start - min_lr_ratio) * (1 - (step - warmup_steps) / (max_steps - warmup_steps)) ** power
+      + min_lr_ratio``.
     """
-    progress = min(step, max_steps) / max(1, max_steps)
-    factor = (1 - progress) ** power * (1 - min_lr_ratio) + min_lr_ratio
-    if step < warmup_steps:
-        factor *= 1 - (1 - step / warmup_steps) * (1 - warmup_ratio)
-    return factor
+    start = 1.0
+    if warmup_steps > 0:
+        if step < warmup_steps:
+            return warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
+        start = warmup_ratio + (1 - warmup_ratio) * (warmup_steps - 1) / warmup_steps
+    total = max(1, max_steps - warmup_steps)
+    progress = min(step - warmup_steps, total) / total
+    return (start - min_lr_ratio) * (1 - progress) ** power + min_lr_ratio
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict[str, Any]]:

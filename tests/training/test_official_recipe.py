@@ -1,0 +1,95 @@
+"""The recipe as the official code computes it, each computed here from its definition and compared.
+
+Written from reading mmsegmentation 1.x (``CrossEntropyLoss`` with ``avg_non_ignore=False``),
+mmengine (``LinearLR`` / ``PolyLR``: recursive per-iteration updates, chained) and the official
+``AlignResize`` (yuhuan-wu/LRFormer ``mmseg/datasets/transforms/align_resize.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrsa_seg.models.segmentor import resize_to_multiple
+from lrsa_seg.task import SemanticSegmentationTask
+from lrsa_seg.training.optim import warmup_poly_factor
+
+
+def mmseg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """mmseg: per-pixel CE (``reduction='none'``, ignored pixels give 0), then ``weight_reduce_loss(mean)``."""
+    per_pixel = F.cross_entropy(logits, target, reduction="none", ignore_index=ignore_index)
+    return per_pixel.sum() / per_pixel.numel()  # mean over every element, ignored ones included
+
+
+def test_loss_divides_by_all_pixels_as_mmseg() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, 9, generator=generator)
+    target = torch.randint(0, 5, (2, 7, 9), generator=generator)
+    target[0, :3] = 255  # a third of the first image unlabelled
+    task = SemanticSegmentationTask("lrformer_test", num_classes=5)
+    ours = task.criterion(logits, target).mean()
+    assert ours.item() == pytest.approx(mmseg_cross_entropy(logits, target).item(), rel=1e-6)
+    labelled = SemanticSegmentationTask("lrformer_test", num_classes=5, loss_average="labelled_pixels")
+    assert labelled.criterion(logits, target).item() == pytest.approx(
+        F.cross_entropy(logits, target, ignore_index=255).item(), rel=1e-6
+    )
+    assert ours < labelled.criterion(logits, target)  # the official mean is smaller when pixels are ignored
+
+
+def mmengine_lrs(
+    base: float, max_iters: int, warmup: int, start_factor: float = 1e-6, power: float = 1.0
+) -> list[float]:
+    """The lr at every iteration of mmengine's chained LinearLR(0, warmup) + PolyLR(warmup, max_iters, eta_min 0).
+
+    Each scheduler keeps ``last_step`` and updates the group's current lr recursively while
+    ``begin <= global_step < end``; the global step is 0 at construction and +1 after each iteration.
+    """
+    lr = base
+
+    def linear(lr: float, last_step: int) -> float:
+        if last_step == 0:
+            return lr * start_factor
+        return lr * (1 + (1 - start_factor) / (warmup * start_factor + (last_step - 1) * (1 - start_factor)))
+
+    def poly(lr: float, last_step: int) -> float:
+        total = max_iters - warmup
+        return lr if last_step == 0 else lr * (1 - 1 / (total - last_step + 1)) ** power
+
+    last = {"linear": -1, "poly": -1}
+    out = []
+    for global_step in range(max_iters):
+        for name, begin, end, update in (("linear", 0, warmup, linear), ("poly", warmup, max_iters, poly)):
+            if begin <= global_step < end:
+                last[name] += 1
+                lr = update(lr, last[name])
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize(("max_iters", "warmup"), [(1000, 100), (3000, 30)])
+def test_schedule_equals_mmengine_at_every_iteration(max_iters: int, warmup: int) -> None:
+    official = mmengine_lrs(6e-5, max_iters, warmup)
+    ours = [6e-5 * warmup_poly_factor(step, max_iters, warmup) for step in range(max_iters)]
+    assert ours == pytest.approx(official, rel=1e-9, abs=1e-18)
+
+
+def test_schedule_equals_mmengine_for_the_paper() -> None:
+    official = mmengine_lrs(6e-5, 160_000, 1500)
+    for step in (0, 1, 750, 1499, 1500, 1501, 80_000, 159_999):
+        assert 6e-5 * warmup_poly_factor(step, 160_000, 1500) == pytest.approx(official[step], rel=1e-7)
+    # The poly decay starts after the warm-up, from its last value (0.99933 x, not 1).
+    assert official[1500] == pytest.approx(6e-5 * (1e-6 + (1 - 1e-6) * 1499 / 1500))
+
+
+def official_align_size(height: int, width: int, divisor: int = 32) -> tuple[int, int]:
+    """AlignResize._align: each side to ``int(np.ceil(side / divisor)) * divisor``."""
+    return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
+
+
+@pytest.mark.parametrize("size", [(512, 683), (683, 512), (33, 65), (64, 96), (511, 1025)])
+def test_align_resize_rounds_up_as_the_official_code(size: tuple[int, int]) -> None:
+    images = torch.zeros(1, 3, *size)
+    assert tuple(resize_to_multiple(images, 32).shape[-2:]) == official_align_size(*size)
