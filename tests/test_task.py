@@ -52,7 +52,11 @@ def test_norm_parameters_get_no_weight_decay_and_head_gets_lr_mult() -> None:
     for name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             group = by_id[id(p)]
-            is_norm = isinstance(module, (nn.LayerNorm, nn.BatchNorm2d))
+            # As mmengine resolves the official custom_keys: "head" wins over "norm"; the stem's
+            # BatchNorms (official names without "norm") are decayed.
+            in_head = name.startswith("decode_head")
+            is_stem_bn = name.startswith("backbone.stages.0.downsample.convs")
+            is_norm = isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)) and not in_head and not is_stem_bn
             assert group["weight_decay"] == (0.0 if is_norm else 0.01), f"{name}.{pname}"
             assert group["lr"] == pytest.approx(1e-3 if name.startswith("decode_head") else 1e-4), f"{name}.{pname}"
     norm_weight = model.backbone.stages[1].blocks[0].norm1.weight

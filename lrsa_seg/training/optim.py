@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from ..models.official import ours_key_to_official
+
 
 def warmup_poly_factor(
     step: int,
@@ -36,24 +38,40 @@ def warmup_poly_factor(
     return (start - min_lr_ratio) * (1 - progress) ** power + min_lr_ratio
 
 
+def official_multipliers(name: str) -> tuple[bool, bool]:
+    """``(in_head, no_decay)`` of parameter ``name`` under the official ``paramwise_cfg``.
+
+    The official configs give ``custom_keys={"head": lr_mult 10, "norm": decay_mult 0}``. mmengine
+    sorts the keys by length, then alphabetically (``head`` before ``norm``), and applies the
+    first key contained in the parameter's official name. So every decode-head parameter gets the
+    head's lr and keeps its weight decay, norms included; backbone parameters whose official name
+    contains ``norm`` get no decay; the stem's BatchNorms (``patch_embed1.conv1.{1,4,7}``) do.
+    """
+    try:
+        official = ours_key_to_official(name)
+    except KeyError:  # not an LRFormer parameter: the same rule on our own name
+        official = name
+    if "head" in official:
+        return True, False
+    return False, "norm" in official
+
+
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict[str, Any]]:
-    """AdamW groups: normalization parameters get no weight decay; the decode head gets ``lr * head_lr_mult``."""
-    norm_params = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm))
-        for p in m.parameters(recurse=False)
-    }
+    """AdamW groups as the official configs resolve them (:func:`official_multipliers`).
+
+    Decode-head parameters get ``lr * head_lr_mult`` and weight decay; backbone norm parameters
+    get no weight decay.
+    """
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((name.startswith("decode_head."), id(param) in norm_params), []).append(param)
+            groups.setdefault(official_multipliers(name), []).append(param)
     return [
         {
             "params": params,
-            "lr": lr * (head_lr_mult if is_head else 1.0),
-            "weight_decay": 0.0 if is_norm else weight_decay,
-            "name": f"{'head' if is_head else 'backbone'}{'_norm' if is_norm else ''}",
+            "lr": lr * (head_lr_mult if in_head else 1.0),
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "name": f"{'head' if in_head else 'backbone'}{'_norm' if no_decay else ''}",
         }
-        for (is_head, is_norm), params in sorted(groups.items())
+        for (in_head, no_decay), params in sorted(groups.items())
     ]

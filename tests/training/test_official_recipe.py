@@ -93,3 +93,27 @@ def official_align_size(height: int, width: int, divisor: int = 32) -> tuple[int
 def test_align_resize_rounds_up_as_the_official_code(size: tuple[int, int]) -> None:
     images = torch.zeros(1, 3, *size)
     assert tuple(resize_to_multiple(images, 32).shape[-2:]) == official_align_size(*size)
+
+
+def mmengine_custom_key(official_name: str, custom_keys: tuple[str, ...] = ("head", "norm")) -> str | None:
+    """mmengine DefaultOptimWrapperConstructor: keys by length (longest first), then A-Z; the first contained wins."""
+    for key in sorted(sorted(custom_keys), key=len, reverse=True):
+        if key in official_name:
+            return key
+    return None
+
+
+def test_parameter_groups_equal_mmengine_on_every_lrformer_t_parameter() -> None:
+    from lrsa_seg.models import create_model
+    from lrsa_seg.models.official import ours_key_to_official
+    from lrsa_seg.training.optim import parameter_groups
+
+    with torch.device("meta"):
+        model = create_model("lrformer_t", num_classes=150)
+    groups = parameter_groups(model, lr=6e-5, weight_decay=0.01, head_lr_mult=10.0)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        key = mmengine_custom_key(ours_key_to_official(name))
+        lr_mult, decay_mult = {"head": (10.0, 1.0), "norm": (1.0, 0.0), None: (1.0, 1.0)}[key]
+        group = by_id[id(param)]
+        assert (group["lr"], group["weight_decay"]) == (pytest.approx(6e-5 * lr_mult), 0.01 * decay_mult), name
