@@ -13,11 +13,11 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
-from .errors import ConfigError
+from .errors import CheckpointMismatchError, ConfigError
 from .metrics import SIZE_NAMES, SizeBinnedIoU
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
-from .training.optim import parameter_groups, warmup_poly_factor
+from .training.optim import parameter_groups, regroup_optimizer_state, warmup_poly_factor
 from .weights import CHECKPOINT_KEY, load_into, load_weights_file, task_record
 
 
@@ -188,6 +188,20 @@ class SemanticSegmentationTask(L.LightningModule):
         """Store what inference needs beside the weights: model name and kwargs, classes, palette, preprocessing."""
         dataset_class = getattr(self.trainer.datamodule, "dataset_class", None)
         checkpoint[CHECKPOINT_KEY] = task_record(self.hparams, getattr(dataset_class, "palette", None))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume checkpoints written with the 0.1 optimizer groups (norms first) in today's groups."""
+        h = self.hparams
+        groups = parameter_groups(self.model, h.lr, h.weight_decay, h.head_lr_mult)
+        try:
+            changed = regroup_optimizer_state(checkpoint, self.model, groups)
+        except ValueError as err:
+            raise CheckpointMismatchError(f"optimizer state: {err}") from err
+        if changed:
+            rank_zero_warn(
+                "the checkpoint's optimizer used the 0.1 parameter groups (every norm without weight decay); "
+                "resuming with the official ones (decode-head norms decayed), moments carried over"
+            )
 
     # --- forward -------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,20 +20,26 @@ def warmup_poly_factor(
     """LR multiplier at iteration ``step`` of the official schedule (mmengine, chained per iteration).
 
     ``LinearLR(start_factor=warmup_ratio, begin=0, end=warmup_steps)`` then
-    ``PolyLR(power, eta_min, begin=warmup_steps, end=max_steps)``:
+    ``PolyLR(power, eta_min, begin=warmup_steps, end=max_steps)``, in closed form. mmengine's
+    schedulers span ``total_iters = end - begin - 1`` iterations, so:
 
-    - ``step < warmup_steps``: ``warmup_ratio + (1 - warmup_ratio) * step / warmup_steps``;
-    - then the poly decay starts from the last warm-up value (LinearLR stops one step before
-      reaching 1) and decays over ``max_steps - warmup_steps`` iterations:
-      ``(start - min_lr_ratio) * (1 - (step - warmup_steps) / (max_steps - warmup_steps)) ** power
-      + min_lr_ratio``.
+    - ``step < warmup_steps``: ``warmup_ratio + (1 - warmup_ratio) * step / (warmup_steps - 1)``,
+      which reaches 1 at the last warm-up iteration (1499 of 0-1499);
+    - then the poly decay starts from that value (1) at ``warmup_steps`` and reaches
+      ``min_lr_ratio`` at the last iteration ``max_steps - 1``:
+      ``(1 - min_lr_ratio) * (1 - (step - warmup_steps) / (max_steps - warmup_steps - 1)) ** power
+      + min_lr_ratio``; later steps keep that value.
     """
     start = 1.0
     if warmup_steps > 0:
+        span = warmup_steps - 1
         if step < warmup_steps:
-            return warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
-        start = warmup_ratio + (1 - warmup_ratio) * (warmup_steps - 1) / warmup_steps
-    total = max(1, max_steps - warmup_steps)
+            return warmup_ratio + (1 - warmup_ratio) * step / span if span else warmup_ratio
+        if not span:  # a one-iteration LinearLR only applies its start factor
+            start = warmup_ratio
+    total = max_steps - warmup_steps - 1
+    if total <= 0:  # a one-iteration PolyLR keeps the value it starts from
+        return start
     progress = min(step - warmup_steps, total) / total
     return (start - min_lr_ratio) * (1 - progress) ** power + min_lr_ratio
 
@@ -75,3 +81,85 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_m
         }
         for (in_head, no_decay), params in sorted(groups.items())
     ]
+
+
+def norm_first_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """``(group name, parameter names)`` in the order lrsa-seg 0.1 built its AdamW groups.
+
+    That version took every ``LayerNorm``/``BatchNorm2d``/``GroupNorm`` parameter out of weight
+    decay, head ones included, where the official ``custom_keys`` let ``head`` win. Kept only so
+    that :func:`regroup_optimizer_state` can resume a checkpoint written with that layout.
+    """
+    norm_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm))
+        for p in m.parameters(recurse=False)
+    }
+    groups: dict[tuple[bool, bool], list[str]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name.startswith("decode_head."), id(param) in norm_params), []).append(name)
+    return [
+        (f"{'head' if is_head else 'backbone'}{'_norm' if is_norm else ''}", names)
+        for (is_head, is_norm), names in sorted(groups.items())
+    ]
+
+
+def _layout(groups: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(g.get("name", ""), len(g["params"])) for g in groups]
+
+
+def regroup_optimizer_state(checkpoint: dict[str, Any], model: nn.Module, groups: list[dict[str, Any]]) -> bool:
+    """Rewrite a checkpoint's AdamW and LambdaLR states, in place, to the parameter groups ``groups``.
+
+    ``groups`` is what :func:`parameter_groups` builds now (``params`` are the parameters of
+    ``model``). A checkpoint with that layout is left alone (returns False). One written with the
+    0.1 layout (:func:`norm_first_groups`) gets each parameter's moments moved to its new group;
+    each new group keeps the schedule's progress (``lr / initial_lr`` of the group its first
+    parameter came from) with its own base lr and weight decay. Returns True when it rewrote.
+
+    Raises:
+        ValueError: the saved groups match neither layout.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    new_names = [[names[id(p)] for p in g["params"]] for g in groups]
+    states = checkpoint.get("optimizer_states") or []
+    if len(states) != 1:
+        return False
+    saved = states[0]
+    if _layout(saved["param_groups"]) == [(g["name"], len(g["params"])) for g in groups]:
+        return False
+    old = norm_first_groups(model)
+    if _layout(saved["param_groups"]) != [(name, len(params)) for name, params in old]:
+        raise ValueError(
+            f"the checkpoint's optimizer groups {_layout(saved['param_groups'])} match neither this version's "
+            f"{[(g['name'], len(g['params'])) for g in groups]} nor the 0.1 layout {[(n, len(p)) for n, p in old]}"
+        )
+    # Saved state is keyed by the parameter's position across the groups, in group order.
+    old_index: dict[str, tuple[int, int]] = {}  # name -> (saved group, saved state key)
+    for group_idx, (saved_group, (_, params)) in enumerate(zip(saved["param_groups"], old)):
+        for key, name in zip(saved_group["params"], params):
+            old_index[name] = (group_idx, key)
+    new_state, new_groups, position = {}, [], 0
+    for group, params in zip(groups, new_names):
+        source = saved["param_groups"][old_index[params[0]][0]]
+        progress = source["lr"] / source["initial_lr"] if source["initial_lr"] else 0.0
+        keys = []
+        for name in params:
+            if old_index[name][1] in saved["state"]:
+                new_state[position] = saved["state"][old_index[name][1]]
+            keys.append(position)
+            position += 1
+        hyper = {k: v for k, v in source.items() if k != "params"}
+        hyper.update(
+            name=group["name"], weight_decay=group["weight_decay"], initial_lr=group["lr"], lr=group["lr"] * progress
+        )
+        new_groups.append({**hyper, "params": keys})
+    saved["state"], saved["param_groups"] = new_state, new_groups
+    for scheduler in checkpoint.get("lr_schedulers") or []:
+        scheduler["base_lrs"] = [g["initial_lr"] for g in new_groups]
+        scheduler["_last_lr"] = [g["lr"] for g in new_groups]
+        if "lr_lambdas" in scheduler:
+            scheduler["lr_lambdas"] = [None] * len(new_groups)
+    return True

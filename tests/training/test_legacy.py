@@ -16,6 +16,7 @@ import torch
 from lrsa_seg.cli import main
 from lrsa_seg.models import create_model
 from lrsa_seg.models.weights import load_state_dict_checked
+from lrsa_seg.training.optim import norm_first_groups, parameter_groups, regroup_optimizer_state
 from lrsa_seg.weights import read_weights
 
 from ..conftest import DATA, TESTS
@@ -50,3 +51,26 @@ def test_legacy_checkpoint_resumes_with_its_data_position(caplog: pytest.LogCapt
 def test_legacy_checkpoint_loads_as_weights() -> None:
     model = create_model("lrformer_test", num_classes=11, head_pooled_size=8)
     load_state_dict_checked(model, read_weights(LEGACY), source=str(LEGACY))
+
+
+def test_legacy_optimizer_state_moves_to_todays_groups_by_parameter() -> None:
+    ckpt = torch.load(LEGACY, weights_only=True)
+    model = create_model("lrformer_test", num_classes=11, head_pooled_size=8)
+    old = norm_first_groups(model)
+    saved = ckpt["optimizer_states"][0]
+    flat = [name for _, names in old for name in names]  # saved keys run across the groups in order
+    moments = {flat[key]: state["exp_avg"] for key, state in saved["state"].items()}
+    groups = parameter_groups(model, lr=0.002, weight_decay=0.01, head_lr_mult=10.0)
+
+    assert regroup_optimizer_state(ckpt, model, groups)
+    names = {id(p): n for n, p in model.named_parameters()}
+    regrouped = ckpt["optimizer_states"][0]
+    for group, saved_group in zip(groups, regrouped["param_groups"]):
+        assert (saved_group["name"], saved_group["weight_decay"]) == (group["name"], group["weight_decay"])
+        assert saved_group["initial_lr"] == group["lr"]
+        for param, key in zip(group["params"], saved_group["params"]):
+            torch.testing.assert_close(regrouped["state"][key]["exp_avg"], moments[names[id(param)]], rtol=0, atol=0)
+    assert ckpt["lr_schedulers"][0]["base_lrs"] == [g["lr"] for g in groups]
+    head = next(g for g in regrouped["param_groups"] if g["name"] == "head")
+    assert head["weight_decay"] == 0.01 and len(head["params"]) == 36 + 16  # head norms joined the head
+    assert not regroup_optimizer_state(ckpt, model, groups)  # already in today's layout

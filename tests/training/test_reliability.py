@@ -442,8 +442,9 @@ def test_batch_without_labels_counts_as_zero_loss(one_thread: None) -> None:
     assert loss.item() == 0.0
     loss.backward()
     assert all(torch.count_nonzero(p.grad) == 0 for p in task.parameters() if p.grad is not None)
-    # What it replaces: the mean over zero labelled pixels.
-    assert torch.isnan(task.criterion(torch.randn(1, 3, 2, 2), batch["mask"][:1, :2, :2]))
+    # What it replaces: with loss_average="labelled_pixels", the mean over zero labelled pixels.
+    labelled = SemanticSegmentationTask("lrformer_test", num_classes=3, loss_average="labelled_pixels")
+    assert torch.isnan(labelled.criterion(torch.randn(1, 3, 2, 2), batch["mask"][:1, :2, :2]))
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["sdpa", "plain"])
