@@ -14,7 +14,7 @@ import albumentations as A
 import cv2
 import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
-from albumentations.core.transforms_interface import DualTransform
+from albumentations.core.transforms_interface import DualTransform, ImageOnlyTransform
 
 from lrsa_seg.constants import IGNORE_INDEX
 
@@ -89,6 +89,95 @@ class CatMaxRatioCrop(BaseCrop):
         return ("height", "width", "cat_max_ratio")
 
 
+class PhotoMetricDistortion(ImageOnlyTransform):
+    """mmseg 1.x ``PhotoMetricDistortion`` on a uint8 RGB image, as the official code computes it.
+
+    Each step runs with probability 0.5 and ends in uint8 (``float32 * alpha + beta``, clipped
+    to [0, 255], truncated by ``astype(uint8)``):
+
+    1. brightness: ``+ U(-brightness_delta, brightness_delta)``;
+    2. contrast ``x U(contrast_range)`` here when ``contrast_first`` (mmseg's ``mode == 1``);
+    3. saturation: OpenCV HSV (H in [0, 180)), ``S x U(saturation_range)``, back;
+    4. hue: ``H + randint(-hue_delta, hue_delta)`` (numpy's randint: ``hue_delta`` itself is never
+       drawn) modulo 180, back;
+    5. contrast here otherwise (``mode == 0``).
+
+    mmseg works on BGR; brightness and contrast treat the channels alike and OpenCV's RGB<->HSV
+    gives the same H, S, V as BGR<->HSV, so the result is mmseg's with the channels reversed.
+    The draws come from ``self.py_random`` (``seed_transforms`` seeds them); a step that is not
+    applied still draws its value, so the draws have mmseg's distribution, not its sequence.
+    """
+
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.brightness_delta = brightness_delta
+        self.contrast_range = tuple(contrast_range)
+        self.saturation_range = tuple(saturation_range)
+        self.hue_delta = hue_delta
+
+    def get_params(self) -> dict[str, Any]:
+        """Draw each step's coin and value; ``None`` marks a step that is skipped."""
+        rng = self.py_random
+
+        def maybe(value: float | int) -> float | int | None:
+            return value if rng.random() < 0.5 else None
+
+        brightness = maybe(rng.uniform(-self.brightness_delta, self.brightness_delta))
+        contrast_first = rng.random() < 0.5
+        contrast = maybe(rng.uniform(*self.contrast_range))
+        saturation = maybe(rng.uniform(*self.saturation_range))
+        hue = maybe(rng.randint(-self.hue_delta, self.hue_delta - 1))
+        return {
+            "brightness": brightness,
+            "contrast_first": contrast_first,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+        }
+
+    @staticmethod
+    def _convert(img: np.ndarray, alpha: float = 1, beta: float = 0) -> np.ndarray:
+        return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def apply(
+        self,
+        img: np.ndarray,
+        brightness: float | None = None,
+        contrast_first: bool = False,
+        contrast: float | None = None,
+        saturation: float | None = None,
+        hue: int | None = None,
+        **params: Any,
+    ) -> np.ndarray:
+        """Distort a uint8 RGB ``(H, W, 3)`` image with the drawn parameters."""
+        if brightness is not None:
+            img = self._convert(img, beta=brightness)
+        if contrast_first and contrast is not None:
+            img = self._convert(img, alpha=contrast)
+        if saturation is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 1] = self._convert(hsv[:, :, 1], alpha=saturation)
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if hue is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + hue) % 180
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if not contrast_first and contrast is not None:
+            img = self._convert(img, alpha=contrast)
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Arguments shown by ``repr`` and serialization."""
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
 def train_transforms(
     crop_size: tuple[int, int],
     base_size: tuple[int, int],
@@ -102,9 +191,7 @@ def train_transforms(
             RandomRescale(base_size, ratio_range),
             CatMaxRatioCrop(crop_h, crop_w, cat_max_ratio),
             A.HorizontalFlip(p=0.5),
-            # mmseg PhotoMetricDistortion: brightness +-32, contrast 0.5-1.5, saturation, hue +-18.
-            A.RandomBrightnessContrast(brightness_limit=32 / 255, contrast_limit=0.5, p=0.5),
-            A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=50, val_shift_limit=0, p=0.5),
+            PhotoMetricDistortion(),
             A.PadIfNeeded(
                 crop_h, crop_w, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX
             ),

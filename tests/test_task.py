@@ -14,18 +14,18 @@ from lrsa_seg.training.optim import parameter_groups, warmup_poly_factor
 
 def test_schedule_has_warmup_then_poly_shape() -> None:
     # The official schedule (tests/training/test_official_recipe.py checks every value against mmengine):
-    # linear warm-up, then poly decay from the last warm-up value over the remaining iterations.
+    # linear warm-up reaching 1 at its last iteration, then poly decay to 0 at the last iteration
+    # (mmengine's schedulers span end - begin - 1 iterations).
     max_steps, warmup = 1000, 100
     factors = [warmup_poly_factor(s, max_steps, warmup, warmup_ratio=1e-6, power=1.0) for s in range(max_steps + 1)]
     assert factors[0] == pytest.approx(1e-6)
     assert all(b > a for a, b in zip(factors[:warmup], factors[1:warmup]))
-    assert factors[50] == pytest.approx(1e-6 + (1 - 1e-6) * 0.5)
-    start = 1e-6 + (1 - 1e-6) * 99 / 100
-    assert factors[warmup] == pytest.approx(start)  # LinearLR stopped one step before 1
-    assert factors[550] == pytest.approx(start * 0.5)
-    assert factors[-1] == pytest.approx(0.0)
-    assert all(b < a for a, b in zip(factors[warmup:-1], factors[warmup + 1 :]))
-    assert warmup_poly_factor(500, 1000, 0, power=2.0) == pytest.approx(0.25)
+    assert factors[50] == pytest.approx(1e-6 + (1 - 1e-6) * 50 / 99)
+    assert factors[warmup - 1] == pytest.approx(1.0) and factors[warmup] == factors[warmup - 1]
+    assert factors[550] == pytest.approx(1 - 450 / 899)
+    assert factors[-2] == factors[-1] == 0.0
+    assert all(b < a for a, b in zip(factors[warmup:-2], factors[warmup + 1 : -1]))
+    assert warmup_poly_factor(500, 1001, 0, power=2.0) == pytest.approx(0.25)
     assert warmup_poly_factor(1000, 1000, 0, min_lr_ratio=0.1) == pytest.approx(0.1)
 
 
@@ -40,8 +40,8 @@ def test_scheduler_steps_per_iteration() -> None:
         optimizer.step()
         scheduler.step()
     assert lrs[0] == pytest.approx(1e-3 * 1e-6)
-    assert max(lrs) == pytest.approx(lrs[10]) and lrs[10] == pytest.approx(1e-3 * 0.9)
-    assert lrs[-1] == pytest.approx(1e-3 * 0.01)
+    assert max(lrs) == pytest.approx(lrs[10]) and lrs[9] == lrs[10] == pytest.approx(1e-3)
+    assert lrs[-1] == 0.0
 
 
 def test_norm_parameters_get_no_weight_decay_and_head_gets_lr_mult() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lrsa_seg.models.segmentor import resize_to_multiple
+from lrsa_seg.models.segmentor import predict_logits, resize_to_multiple
 from lrsa_seg.task import SemanticSegmentationTask
 from lrsa_seg.training.optim import warmup_poly_factor
 
@@ -52,10 +54,11 @@ def mmengine_lrs(
     def linear(lr: float, last_step: int) -> float:
         if last_step == 0:
             return lr * start_factor
-        return lr * (1 + (1 - start_factor) / (warmup * start_factor + (last_step - 1) * (1 - start_factor)))
+        total = warmup - 1  # mmengine: total_iters = end - begin - 1
+        return lr * (1 + (1 - start_factor) / (total * start_factor + (last_step - 1) * (1 - start_factor)))
 
     def poly(lr: float, last_step: int) -> float:
-        total = max_iters - warmup
+        total = max_iters - warmup - 1  # mmengine: total_iters = end - begin - 1
         return lr if last_step == 0 else lr * (1 - 1 / (total - last_step + 1)) ** power
 
     last = {"linear": -1, "poly": -1}
@@ -80,8 +83,10 @@ def test_schedule_equals_mmengine_for_the_paper() -> None:
     official = mmengine_lrs(6e-5, 160_000, 1500)
     for step in (0, 1, 750, 1499, 1500, 1501, 80_000, 159_999):
         assert 6e-5 * warmup_poly_factor(step, 160_000, 1500) == pytest.approx(official[step], rel=1e-7)
-    # The poly decay starts after the warm-up, from its last value (0.99933 x, not 1).
-    assert official[1500] == pytest.approx(6e-5 * (1e-6 + (1 - 1e-6) * 1499 / 1500))
+    # mmengine's total_iters = end - begin - 1: the warm-up reaches the base lr at its last iteration
+    # (1499), the poly decay starts there at iteration 1500 and reaches 0 at the last one (159999).
+    assert official[1499] == pytest.approx(6e-5) and official[1500] == official[1499]
+    assert official[159_999] == 0.0 and warmup_poly_factor(159_999, 160_000, 1500) == 0.0
 
 
 def official_align_size(height: int, width: int, divisor: int = 32) -> tuple[int, int]:
@@ -93,6 +98,42 @@ def official_align_size(height: int, width: int, divisor: int = 32) -> tuple[int
 def test_align_resize_rounds_up_as_the_official_code(size: tuple[int, int]) -> None:
     images = torch.zeros(1, 3, *size)
     assert tuple(resize_to_multiple(images, 32).shape[-2:]) == official_align_size(*size)
+
+
+def official_test_image(image: np.ndarray, scale: tuple[int, int] = (2048, 512), divisor: int = 32) -> np.ndarray:
+    """AlignResize(scale, size_divisor, keep_ratio=True)._resize_img on an ``(H, W, C)`` image.
+
+    ``mmcv.imrescale``: factor ``min(long / max(h, w), short / min(h, w))``, sides
+    ``int(side * factor + 0.5)``, cv2 bilinear; then ``_align``: a second cv2 bilinear resize to the
+    sides rounded up to the divisor.
+    """
+    height, width = image.shape[:2]
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    rescaled = cv2.resize(
+        image, (int(width * factor + 0.5), int(height * factor + 0.5)), interpolation=cv2.INTER_LINEAR
+    )
+    align_h, align_w = official_align_size(*rescaled.shape[:2], divisor)
+    return cv2.resize(rescaled, (align_w, align_h), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("size", [(512, 683), (375, 500), (1000, 167), (640, 480), (97, 131)])
+def test_eval_base_size_path_is_the_official_align_resize(size: tuple[int, int]) -> None:
+    image = np.random.default_rng(sum(size)).uniform(0, 255, (*size, 3)).astype(np.float32)
+    seen: list[torch.Tensor] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return x[:, :2]
+
+    images = torch.from_numpy(image).permute(2, 0, 1)[None]
+    predict_logits(model, images, base_size=(2048, 512), size_multiple=32)
+    official = official_test_image(image)
+    (ours,) = seen
+    assert tuple(ours.shape[-2:]) == official.shape[:2]  # the size, exactly
+    # The values: the same bilinear (half-pixel centres, no antialiasing) up to OpenCV's float
+    # rounding (< 0.02 grey levels here); the official resizes the uint8 image, so it also rounds
+    # to whole grey levels after each resize, which ours (on the normalised float image) does not.
+    np.testing.assert_allclose(ours[0].permute(1, 2, 0).numpy(), official, atol=0.02, rtol=0)
 
 
 def mmengine_custom_key(official_name: str, custom_keys: tuple[str, ...] = ("head", "norm")) -> str | None:
