@@ -19,12 +19,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# fit and test log to one W&B run: the same run id, resumed by the test.
+# fit and test log to one W&B group, as runs <group>-fit and <group>-test (job types fit, test).
+# Not one resumed run id: offline runs sharing an id overwrite each other on `wandb sync`.
 quickstart: $(VENV)/.installed
-	export WANDB_MODE=$${WANDB_MODE:-offline} WANDB_RESUME=allow \
-		WANDB_RUN_ID=$${WANDB_RUN_ID:-quickstart-$$(date +%Y%m%d-%H%M%S)}; \
-	$(BIN)/lrsa-seg fit --config configs/quickstart.yaml && \
-	$(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
+	export WANDB_MODE=$${WANDB_MODE:-offline} \
+		WANDB_RUN_GROUP=$${WANDB_RUN_GROUP:-quickstart-$$(date +%Y%m%d-%H%M%S)}; \
+	WANDB_RUN_ID=$$WANDB_RUN_GROUP-fit WANDB_JOB_TYPE=fit \
+		$(BIN)/lrsa-seg fit --config configs/quickstart.yaml && \
+	WANDB_RUN_ID=$$WANDB_RUN_GROUP-test WANDB_JOB_TYPE=test \
+		$(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

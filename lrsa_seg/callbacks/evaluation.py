@@ -39,13 +39,34 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str
     return fig
 
 
+def confusion_chart(confusion: torch.Tensor, class_names: list[str], title: str) -> Any:
+    """The row-normalised ``(K, K)`` matrix as W&B's interactive confusion-matrix chart.
+
+    ``wandb.plot.confusion_matrix`` counts per-sample label lists (millions of pixels here);
+    this feeds its chart (``wandb/confusion_matrix/v1``) the fractions of the counts instead.
+    """
+    import wandb
+
+    matrix = row_normalised(confusion)
+    data = [
+        [truth, pred, float(matrix[i, j])] for i, truth in enumerate(class_names) for j, pred in enumerate(class_names)
+    ]
+    return wandb.plot_table(
+        "wandb/confusion_matrix/v1",
+        wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data),
+        {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+        {"title": f"{title} (fraction of the class's pixels)"},
+    )
+
+
 class EvaluationReport(L.Callback):
     """Write ``confusion_<split>_step<N>.png`` (row-normalised) and, with W&B, log it with a per-class table.
 
     Reads the confusion matrix the task keeps after each validation and test
     (``SemanticSegmentationTask.last_confusion``). On W&B: ``<split>/confusion_matrix`` (the
-    picture) and ``<split>/per_class`` (a ``wandb.Table`` of IoU and accuracy per class). Global
-    rank 0 only; costs one small plot per evaluation.
+    picture), ``<split>/confusion_chart`` (the same fractions as W&B's interactive confusion-matrix
+    chart) and ``<split>/per_class`` (a ``wandb.Table`` of IoU, accuracy and labelled pixels per
+    class). Global rank 0 only; costs one small plot per evaluation (about 0.3 s).
 
     Args:
         output_dir: folder of the PNGs.
@@ -78,7 +99,12 @@ class EvaluationReport(L.Callback):
                 )
                 # Through the logger: W&B gets "trainer/global_step" beside them, as for the scalars.
                 logger.log_metrics(
-                    {f"{split}/confusion_matrix": wandb.Image(str(path)), f"{split}/per_class": table}, step=step
+                    {
+                        f"{split}/confusion_matrix": wandb.Image(str(path)),
+                        f"{split}/confusion_chart": confusion_chart(confusion, names, f"{split} step {step}"),
+                        f"{split}/per_class": table,
+                    },
+                    step=step,
                 )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
