@@ -113,11 +113,11 @@ def test_killed_and_preempted_run_resumes_to_the_same_result(
     expected = torch_load(reference / LAST)
     os.chdir(tmp_path)
 
-    # 1. A real process, SIGKILLed in the middle of epoch 0 once a step-interval last.ckpt exists.
-    proc = start_fit(tmp_path)
-    wait_for_step(proc, LAST, 2)
-    proc.send_signal(signal.SIGKILL)
+    # 1. A real process, SIGKILLed in the middle of epoch 0 once a step-interval last.ckpt exists
+    # (by itself at the end of step 3: a kill from here could land at the epoch's end on a busy machine).
+    proc = start_fit(tmp_path, add_callback("SendSignal", signum=signal.SIGKILL, at_step=3))
     proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
     killed_at = step_of(LAST)  # always readable: written atomically
     assert 0 < killed_at % STEPS_PER_EPOCH, f"killed at step {killed_at}: not mid-epoch"
 
