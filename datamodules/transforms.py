@@ -16,7 +16,7 @@ import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.core.transforms_interface import DualTransform, ImageOnlyTransform
 
-from lrsa_seg.constants import IGNORE_INDEX
+from lrsa_seg.constants import IGNORE_INDEX, IMAGE_MEAN
 
 
 class RandomRescale(DualTransform):
@@ -87,6 +87,10 @@ class CatMaxRatioCrop(BaseCrop):
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         """Arguments shown by ``repr`` and serialization."""
         return ("height", "width", "cat_max_ratio")
+
+
+PAD_COLOUR = tuple(round(c) for c in IMAGE_MEAN)
+"""uint8 RGB fill of padded crops: the ImageNet mean, which normalises to about 0."""
 
 
 class PhotoMetricDistortion(ImageOnlyTransform):
@@ -192,8 +196,16 @@ def train_transforms(
             CatMaxRatioCrop(crop_h, crop_w, cat_max_ratio),
             A.HorizontalFlip(p=0.5),
             PhotoMetricDistortion(),
+            # mmseg normalises, then pads the image with 0 (the mean colour) and the mask with 255. Our
+            # images stay uint8 until the task normalises them, so the pad is the mean colour
+            # rounded: within half a grey level (< 0.009 after normalising) of mmseg's 0.
             A.PadIfNeeded(
-                crop_h, crop_w, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX
+                crop_h,
+                crop_w,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=PAD_COLOUR,
+                fill_mask=IGNORE_INDEX,
             ),
         ]
     )

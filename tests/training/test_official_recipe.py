@@ -2,7 +2,8 @@
 
 Written from reading mmsegmentation 1.x (``CrossEntropyLoss`` with ``avg_non_ignore=False``),
 mmengine (``LinearLR`` / ``PolyLR``: recursive per-iteration updates, chained) and the official
-``AlignResize`` (yuhuan-wu/LRFormer ``mmseg/datasets/transforms/align_resize.py``).
+``AlignResize`` (yuhuan-wu/LRFormer ``mmseg/datasets/transforms/align_resize.py``), and the
+padding of mmseg's ``SegDataPreProcessor`` (normalise, then pad).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from datamodules.transforms import train_transforms
+from lrsa_seg.constants import IMAGE_MEAN, IMAGE_STD
 from lrsa_seg.models.segmentor import predict_logits, resize_to_multiple
 from lrsa_seg.task import SemanticSegmentationTask
 from lrsa_seg.training.optim import warmup_poly_factor
@@ -158,3 +161,25 @@ def test_parameter_groups_equal_mmengine_on_every_lrformer_t_parameter() -> None
         lr_mult, decay_mult = {"head": (10.0, 1.0), "norm": (1.0, 0.0), None: (1.0, 1.0)}[key]
         group = by_id[id(param)]
         assert (group["lr"], group["weight_decay"]) == (pytest.approx(6e-5 * lr_mult), 0.01 * decay_mult), name
+
+
+def test_padding_is_the_official_normalise_then_pad_zero() -> None:
+    # mmseg's SegDataPreProcessor: normalise ((x - mean) / std, RGB), then pad the bottom and right to
+    # the crop size with 0 (image) and 255 (mask). Ours pads the uint8 crop, the task normalises.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = rng.integers(0, 11, (40, 50), dtype=np.uint8)
+    crop = (64, 72)
+    pad = train_transforms(crop, base_size=(50, 40)).transforms[-1]
+    out = pad(image=image, mask=mask)
+    mean, std = np.array(IMAGE_MEAN), np.array(IMAGE_STD)
+    official = np.zeros((*crop, 3))
+    official[:40, :50] = (image - mean) / std
+    official_mask = np.full(crop, 255)
+    official_mask[:40, :50] = mask
+    task = SemanticSegmentationTask("lrformer_test", num_classes=11)
+    ours = task.normalize(torch.from_numpy(out["image"]).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(out["mask"], official_mask)
+    np.testing.assert_allclose(ours[:40, :50], official[:40, :50], atol=1e-5)
+    # The pad: the mean colour in uint8, within half a grey level of mmseg's 0.
+    assert np.abs(ours[40:]).max() < 0.5 / 57.12 and np.abs(ours[:, 50:]).max() < 0.5 / 57.12
