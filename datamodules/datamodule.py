@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
@@ -118,6 +120,25 @@ class SegmentationDataModule(L.LightningDataModule):
             self.datasets["predict"] = ImageFolder(self.predict_path)
         elif stage == "predict":
             self._dataset(self.test_split)
+
+    def train_masks(self) -> tuple[dict[str, Any], Iterator[np.ndarray]]:
+        """The training masks, for label statistics (the task's ``class_weights: median_frequency``).
+
+        Returns:
+            A JSON-able key that changes when the masks may have (the dataset class, a digest of
+            its label table, each mask file's path, size and mtime) and an iterator over the
+            masks mapped to train ids ``(H, W)`` uint8, untransformed; files are read only as it runs.
+        """
+        dataset = self._dataset("train", train=True)
+        if not isinstance(dataset, SegmentationDataset):
+            raise TypeError(f"{type(self).__name__}: the train split is a {type(dataset).__name__}, not masks")
+        stats = [(mask.resolve(), mask.stat()) for _, mask in dataset.samples]
+        key = {
+            "dataset": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
+            "labels": hashlib.sha256(np.ascontiguousarray(dataset.lut).tobytes()).hexdigest(),
+            "files": [[str(path), stat.st_size, stat.st_mtime_ns] for path, stat in stats],
+        }
+        return key, (dataset.load_mask(i) for i in range(len(dataset)))
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, **kwargs: Any) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else None

@@ -162,6 +162,11 @@ class SegmentationDataset(Dataset):
         check_same_size(image, raw, image_path, mask_path)
         return image, self.map_mask(raw, mask_path)
 
+    def load_mask(self, index: int) -> np.ndarray:
+        """Mapped mask ``(H, W)`` uint8 of sample ``index``, untransformed, without reading its image."""
+        mask_path = self.samples[index][1]
+        return self.map_mask(read_mask(mask_path), mask_path)
+
     def __getitem__(self, index: int | SeededIndex) -> dict[str, Any]:
         """Sample ``index``; ``(index, seed)`` (from :class:`ResumableSampler`) also fixes its augmentation."""
         index, seed = index if isinstance(index, tuple) else (index, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -14,11 +15,17 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
 from .errors import CheckpointMismatchError, ConfigError
+from .losses import MEDIAN_FREQUENCY, SegmentationLoss, cached_median_frequency, loss_option_problem
 from .metrics import SIZE_NAMES, SizeBinnedIoU
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
 from .models.segmentor import predict_logits
-from .training.optim import parameter_groups, regroup_optimizer_state, warmup_poly_factor
+from .training.optim import parameter_groups, regroup_optimizer_state, sync_head_batchnorm, warmup_poly_factor
 from .weights import CHECKPOINT_KEY, load_into, load_weights_file, task_record
+
+CLASS_WEIGHTS_FILE = "class_weights.json"
+"""The median-frequency cache, in the trainer's ``default_root_dir``."""
+CLASS_WEIGHTS_KEY = "lrsa_seg_class_weights"
+"""Where a checkpoint keeps the computed median-frequency weights."""
 
 
 class SemanticSegmentationTask(L.LightningModule):
@@ -57,9 +64,25 @@ class SemanticSegmentationTask(L.LightningModule):
             (:func:`~lrsa_seg.models.fuse_for_inference`, rebuilt at the start of each loop):
             same predictions up to float rounding, fewer passes over memory.
         grad_checkpointing: recompute backbone blocks in backward to save memory.
-        loss_average: how the cross-entropy is averaged: ``"all_pixels"`` divides the sum over the
-            labelled pixels by all pixels, as the official mmseg loss (``avg_non_ignore=False``);
-            ``"labelled_pixels"`` by the labelled pixels only (PyTorch's default).
+        loss_average: how the cross-entropy is averaged: ``"all_pixels"`` divides the (class- and
+            OHEM-weighted) sum over the labelled pixels by all pixels, as the official mmseg loss
+            (``avg_non_ignore=False``); ``"labelled_pixels"`` by the labelled pixels only, or with
+            class weights by the sum of their weights (PyTorch's weighted mean).
+        class_weights: cross-entropy weight per class: a list of ``num_classes`` values, or
+            ``"median_frequency"``: SegNet's median-frequency balancing computed at ``fit`` from
+            the training masks (``median(freq) / freq(c)``, ``freq(c)`` = pixels of ``c`` / labelled
+            pixels of the images holding ``c``; 0 for classes never seen), cached in
+            ``<default_root_dir>/class_weights.json`` and kept in checkpoints. None: unweighted.
+        ohem_thresh: online hard example mining as mmseg's ``OHEMPixelSampler``: only pixels whose
+            true-class probability is below this (0-1) give loss, at least ``ohem_min_kept`` per
+            image (the threshold rises to keep them). None: every pixel.
+        ohem_min_kept: OHEM's minimum number of kept pixels per image of the batch.
+        aux_loss: an added loss on the softmax: ``"dice"`` (soft Dice over the classes present)
+            or ``"lovasz"`` (Lovasz-Softmax, classes present); ignored pixels excluded.
+        aux_loss_weight: factor of ``aux_loss``.
+        head_sync_batchnorm: in multi-GPU training, synchronise the decode head's BatchNorms across
+            processes (the official ``norm_cfg=SyncBN`` of the head; the backbone stem's stay
+            per-GPU, unlike Lightning's ``trainer.sync_batchnorm``, which converts every one).
         size_iou: also report test mIoU over small / medium / large ground-truth regions
             (``test/mIoU_small`` ..., :mod:`lrsa_seg.metrics`; costs a connected-component pass
             per test image on the CPU).
@@ -98,6 +121,12 @@ class SemanticSegmentationTask(L.LightningModule):
         grad_checkpointing: bool = False,
         loss_average: Literal["all_pixels", "labelled_pixels"] = "all_pixels",
         size_iou: bool = False,
+        class_weights: Literal["median_frequency"] | list[float] | None = None,
+        ohem_thresh: float | None = None,
+        ohem_min_kept: int = 100000,
+        aux_loss: Literal["dice", "lovasz"] | None = None,
+        aux_loss_weight: float = 1.0,
+        head_sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -150,10 +179,53 @@ class SemanticSegmentationTask(L.LightningModule):
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
     def configure_losses(self) -> None:
-        """Cross-entropy with the ignore value, averaged as ``loss_average`` says."""
-        labelled_only = self.hparams.get("loss_average", "all_pixels") == "labelled_pixels"
-        # Summed, then divided by every pixel: ignored pixels count as zeros in the mean.
-        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="mean" if labelled_only else "none")
+        """``self.criterion``: cross-entropy with the ignore value (:class:`~lrsa_seg.losses.SegmentationLoss`)."""
+        h = self.hparams
+        weights, thresh, min_kept = h.get("class_weights"), h.get("ohem_thresh"), h.get("ohem_min_kept", 100000)
+        aux, aux_weight = h.get("aux_loss"), h.get("aux_loss_weight", 1.0)
+        problem = loss_option_problem(h.num_classes, weights, thresh, min_kept, aux, aux_weight)
+        if problem:
+            raise ConfigError(f"model.init_args.{problem}")
+        self.criterion = SegmentationLoss(
+            None if weights is None or isinstance(weights, str) else torch.tensor(weights, dtype=torch.float32),
+            h.get("loss_average", "all_pixels"),
+            thresh,
+            min_kept,
+            aux,
+            aux_weight,
+        )
+
+    def setup(self, stage: str) -> None:
+        """Before fitting: median-frequency class weights (unless a checkpoint brings them); head SyncBN."""
+        if stage == "fit" and self.hparams.get("class_weights") == MEDIAN_FREQUENCY:
+            self.criterion.class_weight = self.median_frequency_weights().to(self.device)
+        if stage == "fit" and self.hparams.get("head_sync_batchnorm") and self.trainer.world_size > 1:
+            device = self.trainer.strategy.root_device.type
+            if device == "cpu":  # torch's SyncBatchNorm trains on accelerators only
+                rank_zero_warn("head_sync_batchnorm: SyncBatchNorm needs GPUs; the head keeps per-process BatchNorm")
+            else:
+                rank_zero_info(f"head_sync_batchnorm: {sync_head_batchnorm(self.model)} head BatchNorms synchronised")
+
+    def median_frequency_weights(self) -> torch.Tensor:
+        """``(K,)`` weights from the datamodule's training masks, through the run folder's cache."""
+        train_masks = getattr(self.trainer.datamodule, "train_masks", None)
+        if train_masks is None:
+            raise ConfigError(
+                "model.init_args.class_weights: 'median_frequency' needs a datamodule with training masks "
+                "(a datamodules.SegmentationDataModule)"
+            )
+        key, masks = train_masks()
+        cache = Path(self.trainer.default_root_dir) / CLASS_WEIGHTS_FILE
+        weights, record = cached_median_frequency(
+            cache, key, masks, self.hparams.num_classes, write=self.trainer.is_global_zero
+        )
+        absent = [name for name, count in zip(self.class_names, record["class_pixels"]) if count == 0]
+        if absent:
+            rank_zero_warn(f"class_weights: classes {absent} occur in no training mask; their weight is 0")
+        listed = ", ".join(f"{name} {w:.4g}" for name, w in zip(self.class_names, weights))
+        source = f"read from {cache}" if record["cached"] else f"{record['images']} training masks, saved to {cache}"
+        rank_zero_info(f"class weights (median frequency, {source}): {listed}")
+        return torch.tensor(weights, dtype=torch.float32)
 
     def configure_metrics(self) -> None:
         """Macro mIoU, pixel accuracy (aAcc) and mean class accuracy (mAcc) per split; a confusion matrix.
@@ -185,13 +257,27 @@ class SemanticSegmentationTask(L.LightningModule):
         load_into(self.model, weights, scope)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what inference needs beside the weights: model name and kwargs, classes, palette, preprocessing."""
+        """Store what inference needs beside the weights, and computed class weights.
+
+        Inference needs the model name and kwargs, classes, palette and preprocessing. The
+        median-frequency weights stay outside the state dict, which weight loaders read strictly.
+        """
         dataset_class = getattr(self.trainer.datamodule, "dataset_class", None)
         checkpoint[CHECKPOINT_KEY] = task_record(self.hparams, getattr(dataset_class, "palette", None))
+        if self.hparams.get("class_weights") == MEDIAN_FREQUENCY and self.criterion.class_weight is not None:
+            checkpoint[CLASS_WEIGHTS_KEY] = self.criterion.class_weight.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume checkpoints written with the 0.1 optimizer groups (norms first) in today's groups."""
+        """Take the checkpoint's median-frequency weights; resume 0.1 optimizer groups as today's.
+
+        The saved weights replace those computed at ``setup``, so a resumed run trains with the
+        loss it started with. Checkpoints written with the 0.1 optimizer groups (norms first) are
+        moved to today's groups.
+        """
         h = self.hparams
+        saved_weights = checkpoint.get(CLASS_WEIGHTS_KEY)
+        if h.get("class_weights") == MEDIAN_FREQUENCY and saved_weights is not None:
+            self.criterion.class_weight = torch.tensor(saved_weights, dtype=torch.float32, device=self.device)
         groups = parameter_groups(self.model, h.lr, h.weight_decay, h.head_lr_mult)
         try:
             changed = regroup_optimizer_state(checkpoint, self.model, groups)
@@ -229,7 +315,7 @@ class SemanticSegmentationTask(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Cross-entropy on the crop; a non-finite loss stops the run naming the batch.
+        """The loss (:attr:`criterion`) on the crop; a non-finite loss stops the run naming the batch.
 
         A batch without any labelled pixel (all 255, e.g. crops of unlabelled regions) has no
         loss: cross-entropy's mean over zero pixels would be NaN. It counts as 0 (zero
@@ -237,7 +323,7 @@ class SemanticSegmentationTask(L.LightningModule):
         """
         logits = self(batch["image"])
         if (batch["mask"] != IGNORE_INDEX).any():
-            loss = self.criterion(logits.float(), batch["mask"]).mean()  # a mean over all pixels when unreduced
+            loss = self.criterion(logits.float(), batch["mask"])
         else:
             rank_zero_warn(
                 f"step {self.global_step}, batch {batch_idx}: no labelled pixels in files {batch.get('name')}; "

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from datamodules import CamVid, CamVidDataModule
+from lrsa_seg.errors import ConfigError
+from lrsa_seg.losses import class_pixel_counts, median_frequency_weights
 from lrsa_seg.models import create_model
 from lrsa_seg.models.segmentor import predict_logits, slide_inference
-from lrsa_seg.task import SemanticSegmentationTask
+from lrsa_seg.task import CLASS_WEIGHTS_FILE, CLASS_WEIGHTS_KEY, SemanticSegmentationTask
 from lrsa_seg.training.optim import parameter_groups, warmup_poly_factor
 
 
@@ -131,3 +138,89 @@ def test_fused_eval_predicts_like_the_model_and_stays_out_of_checkpoints() -> No
     assert not task._fused
     torch.testing.assert_close(fused, eager, rtol=0, atol=1e-4)
     assert not torch.equal(fused, eager)  # it did run the fused copy (float rounding differs)
+
+
+# --- loss options -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"class_weights": [1.0, 2.0]}, r"model\.init_args\.class_weights has 2 entries for num_classes=3"),
+        ({"class_weights": [1.0, -1.0, 1.0]}, r"model\.init_args\.class_weights must all be finite and >= 0"),
+        ({"class_weights": "inverse"}, r"model\.init_args\.class_weights must be 'median_frequency'"),
+        ({"ohem_thresh": 0.0}, r"model\.init_args\.ohem_thresh must be in \(0, 1\)"),
+        ({"ohem_thresh": 1.0}, r"model\.init_args\.ohem_thresh must be in \(0, 1\)"),
+        ({"ohem_thresh": 0.7, "ohem_min_kept": 0}, r"model\.init_args\.ohem_min_kept must be >= 1"),
+        ({"aux_loss": "focal"}, r"model\.init_args\.aux_loss must be one of"),
+        ({"aux_loss": "dice", "aux_loss_weight": -0.5}, r"model\.init_args\.aux_loss_weight must be >= 0"),
+    ],
+    ids=["weights-length", "weights-negative", "weights-name", "thresh-0", "thresh-1", "min-kept", "aux", "aux-w"],
+)
+def test_bad_loss_options_are_named(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SemanticSegmentationTask("lrformer_test", num_classes=3, **options)
+
+
+def test_loss_options_reach_the_criterion() -> None:
+    task = SemanticSegmentationTask(
+        "lrformer_test",
+        num_classes=3,
+        class_weights=[1.0, 2.0, 0.5],
+        ohem_thresh=0.7,
+        ohem_min_kept=10,
+        aux_loss="lovasz",
+        aux_loss_weight=0.3,
+    )
+    criterion = task.criterion
+    assert criterion.class_weight.tolist() == [1.0, 2.0, 0.5]
+    assert (criterion.ohem_thresh, criterion.ohem_min_kept) == (0.7, 10)
+    assert (criterion.aux, criterion.aux_weight) == ("lovasz", 0.3)
+    assert task.hparams.class_weights == [1.0, 2.0, 0.5] and task.hparams.aux_loss == "lovasz"
+    task.eval()  # the same logits twice (no drop path)
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    batch = {"image": images, "mask": torch.randint(0, 3, (2, 64, 64))}
+    logits = task(batch["image"]).float()
+    torch.testing.assert_close(task.training_step(batch, 0), criterion(logits, batch["mask"]))
+    default = SemanticSegmentationTask("lrformer_test", num_classes=3).criterion
+    assert default.class_weight is None and default.ohem_thresh is None and default.aux is None
+    assert set(task.state_dict()) == set(SemanticSegmentationTask("lrformer_test", num_classes=3).state_dict())
+
+
+def test_median_frequency_at_setup_is_cached_and_checkpointed(camvid_root: Path, tmp_path: Path) -> None:
+    data = CamVidDataModule(camvid_root, crop_size=(64, 64), base_size=(96, 64), num_workers=0)
+    data.setup("fit")
+    run = tmp_path / "run"
+    trainer = SimpleNamespace(datamodule=data, default_root_dir=str(run), is_global_zero=True)
+    task = SemanticSegmentationTask("lrformer_test", num_classes=11, class_weights="median_frequency")
+    assert task.criterion.class_weight is None  # until the training masks are known
+    task.trainer = trainer
+    task.setup("fit")
+    train = CamVid(camvid_root, "train")
+    expected = median_frequency_weights(*class_pixel_counts((train.load_mask(i) for i in range(len(train))), 11)[:2])
+    torch.testing.assert_close(task.criterion.class_weight, torch.tensor(expected, dtype=torch.float32))
+    record = json.loads((run / CLASS_WEIGHTS_FILE).read_text())
+    assert record["images"] == 4 and len(record["key"]["files"]) == 4
+
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    assert checkpoint[CLASS_WEIGHTS_KEY] == task.criterion.class_weight.tolist()
+    # A resumed run (or one testing the checkpoint) trains with the saved weights, not a new count.
+    resumed = SemanticSegmentationTask("lrformer_test", num_classes=11, class_weights="median_frequency")
+    resumed.trainer = trainer
+    resumed.setup("fit")
+    resumed.criterion.class_weight.fill_(7.0)
+    resumed.on_load_checkpoint(checkpoint)
+    torch.testing.assert_close(resumed.criterion.class_weight, task.criterion.class_weight)
+    # A checkpoint from before the option (no saved weights) keeps the computed ones.
+    old = SemanticSegmentationTask("lrformer_test", num_classes=11, class_weights="median_frequency")
+    old.on_load_checkpoint({})
+    assert old.criterion.class_weight is None
+    # Without median_frequency nothing is saved.
+    plain, plain_checkpoint = SemanticSegmentationTask("lrformer_test", num_classes=11), {}
+    plain.trainer = trainer
+    plain.on_save_checkpoint(plain_checkpoint)
+    assert CLASS_WEIGHTS_KEY not in plain_checkpoint
+
+    no_masks = SemanticSegmentationTask("lrformer_test", num_classes=11, class_weights="median_frequency")
+    no_masks.trainer = SimpleNamespace(datamodule=None, default_root_dir=str(run), is_global_zero=True)
+    with pytest.raises(ConfigError, match="model.init_args.class_weights: 'median_frequency' needs a datamodule"):
+        no_masks.setup("fit")

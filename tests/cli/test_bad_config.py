@@ -45,8 +45,23 @@ def fails(args: list[str], capsys: pytest.CaptureFixture) -> str:
         (["--model.init_args.pooled_sizes", "[16, 0, 16, 16]"], "pooled_sizes must all be >= 1, got [16, 0, 16, 16]"),
         (["--model.init_args.head_pooled_size", "0"], "model.init_args.head_pooled_size must be >= 1, got 0"),
         (["--model.init_args.drop_path_rate", "1.5"], "model.init_args.drop_path_rate must be in [0, 1), got 1.5"),
+        (["--model.init_args.class_weights", "[1, 2]"], "init_args.class_weights has 2 entries for num_classes=11"),
+        (["--model.init_args.ohem_thresh", "1.5"], "model.init_args.ohem_thresh must be in (0, 1), got 1.5"),
+        (["--model.init_args.ohem_min_kept", "0"], "model.init_args.ohem_min_kept must be >= 1, got 0"),
+        (["--model.init_args.aux_loss_weight", "-1"], "model.init_args.aux_loss_weight must be >= 0, got -1"),
     ],
-    ids=["unknown-model", "classifier", "pooled-0", "pooled-stage-0", "head-pooled-0", "drop-path"],
+    ids=[
+        "unknown-model",
+        "classifier",
+        "pooled-0",
+        "pooled-stage-0",
+        "head-pooled-0",
+        "drop-path",
+        "class-weights-length",
+        "ohem-thresh",
+        "ohem-min-kept",
+        "aux-loss-weight",
+    ],
 )
 def test_bad_model_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert message in fails([*FIT, *args], capsys)

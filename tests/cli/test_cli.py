@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -79,6 +81,22 @@ def test_resume_from_last(camvid_root: Path, tmp_path: Path) -> None:
 
 def test_bf16_mixed_on_cpu(camvid_root: Path, tmp_path: Path) -> None:
     main(["fit", "--config", TINY, "--trainer.fast_dev_run", "2", "--trainer.precision", "bf16-mixed"])
+
+
+def test_fit_with_median_frequency_weights_and_dice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    args = ["fit", "--config", TINY, "--model.init_args.class_weights", "median_frequency"]
+    args += ["--model.init_args.aux_loss", "dice", "--trainer.fast_dev_run", "true"]
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    cache = tmp_path / "run" / "class_weights.json"
+    record = json.loads(cache.read_text())
+    assert record["method"] == "median_frequency" and record["images"] == 4 and len(record["weights"]) == 11
+    assert 1.0 in record["weights"] and all(w >= 0 for w in record["weights"])  # the median class weighs 1
+    assert "class weights (median frequency, 4 training masks, saved to" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "class weights (median frequency, read from run/class_weights.json)" in caplog.text  # no recount
 
 
 def test_print_config_and_help(capsys: pytest.CaptureFixture) -> None:
