@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .head import LRHead
 from .layers import ConvBNReLU, LayerNorm2d, LayerScale2d
@@ -178,7 +179,7 @@ class FusedBlock(nn.Module):
     def __init__(self, block: Block, level_convs: nn.ModuleList | None) -> None:
         super().__init__()
         self.cpe = _with_identity(block.cpe)
-        head = isinstance(block.norm1, nn.BatchNorm2d)
+        head = isinstance(block.norm1, _BatchNorm)  # BatchNorm2d, or SyncBatchNorm in distributed training
         self.norm1 = nn.Identity() if head else copy.deepcopy(block.norm1)
         self.attn = FusedAttention(block.attn, level_convs, _gamma(block.ls1), block.norm1 if head else None)
         mlp = block.mlp

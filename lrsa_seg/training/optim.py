@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.official import ours_key_to_official
 
@@ -93,7 +94,7 @@ def norm_first_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
     norm_params = {
         id(p)
         for m in model.modules()
-        if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm))
+        if isinstance(m, (nn.LayerNorm, _BatchNorm, nn.GroupNorm))
         for p in m.parameters(recurse=False)
     }
     groups: dict[tuple[bool, bool], list[str]] = {}
@@ -163,3 +164,15 @@ def regroup_optimizer_state(checkpoint: dict[str, Any], model: nn.Module, groups
         if "lr_lambdas" in scheduler:
             scheduler["lr_lambdas"] = [None] * len(new_groups)
     return True
+
+
+def sync_head_batchnorm(model: nn.Module) -> int:
+    """Replace the BatchNorms of ``model.decode_head`` by ``SyncBatchNorm``, in place; returns how many.
+
+    The official configs set ``norm_cfg=SyncBN`` on the decode head only; the backbone's stem
+    BatchNorms stay per-GPU. (Lightning's ``sync_batchnorm`` would convert every BatchNorm.) The
+    parameters and buffers are the same tensors, so an optimizer built later sees them unchanged.
+    """
+    before = sum(isinstance(m, nn.SyncBatchNorm) for m in model.decode_head.modules())
+    model.decode_head = nn.SyncBatchNorm.convert_sync_batchnorm(model.decode_head)
+    return sum(isinstance(m, nn.SyncBatchNorm) for m in model.decode_head.modules()) - before

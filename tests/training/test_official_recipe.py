@@ -9,6 +9,7 @@ padding of mmseg's ``SegDataPreProcessor`` (normalise, then pad).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 
 from datamodules.transforms import train_transforms
 from lrsa_seg.constants import IMAGE_MEAN, IMAGE_STD
+from lrsa_seg.models import fuse_for_inference
 from lrsa_seg.models.segmentor import predict_logits, resize_to_multiple
 from lrsa_seg.task import SemanticSegmentationTask
-from lrsa_seg.training.optim import warmup_poly_factor
+from lrsa_seg.training.optim import sync_head_batchnorm, warmup_poly_factor
 
 
 def mmseg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -183,3 +185,36 @@ def test_padding_is_the_official_normalise_then_pad_zero() -> None:
     np.testing.assert_allclose(ours[:40, :50], official[:40, :50], atol=1e-5)
     # The pad: the mean colour in uint8, within half a grey level of mmseg's 0.
     assert np.abs(ours[40:]).max() < 0.5 / 57.12 and np.abs(ours[:, 50:]).max() < 0.5 / 57.12
+
+
+def test_sync_batchnorm_in_the_head_only_and_fusable() -> None:
+    # The official norm_cfg=SyncBN sits on the decode head; the stem's BatchNorms are plain BN.
+    torch.manual_seed(0)
+    task = SemanticSegmentationTask("lrformer_test", num_classes=5, head_sync_batchnorm=True)
+    model = task.model.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+    head_bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.decode_head.modules())
+    assert sync_head_batchnorm(model) == head_bns > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decode_head.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())  # stem untouched
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.backbone.modules())
+    with torch.no_grad():  # same tensors, same eval result; the fused copy folds SyncBatchNorm too
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(fuse_for_inference(model)(x), expected, rtol=1e-4, atol=1e-4)
+    names = {n for n, _ in model.named_parameters()}
+    assert names == {n for n, _ in task.model.named_parameters()}  # checkpoint keys unchanged
+
+
+@pytest.mark.parametrize(("device", "world_size", "synced"), [("cuda", 2, True), ("cpu", 2, False), ("cuda", 1, False)])
+def test_task_syncs_the_head_only_in_multi_gpu_fit(device: str, world_size: int, synced: bool) -> None:
+    task = SemanticSegmentationTask("lrformer_test", num_classes=5, head_sync_batchnorm=True)
+    strategy = SimpleNamespace(root_device=torch.device(device))
+    task.trainer = SimpleNamespace(world_size=world_size, strategy=strategy)  # type: ignore[assignment]
+    if device == "cpu":
+        with pytest.warns(UserWarning, match="SyncBatchNorm needs GPUs"):
+            task.setup("fit")
+    else:
+        task.setup("fit")
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in task.model.decode_head.modules()) == synced
