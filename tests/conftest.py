@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def finish_wandb_run() -> Iterator[None]:
+    """End a W&B run a test left open: Lightning's WandbLogger does not, and the next logger would join it."""
+    yield
+    wandb = sys.modules.get("wandb")  # only where a test imported it
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -161,7 +161,7 @@ def test_ddp_two_processes_fit_and_validate_matches_single(camvid_root: Path, tm
 def test_wandb_offline_run_logs_resolved_config(tmp_path: Path) -> None:
     wandb_logger = [
         "--trainer.logger+=lightning.pytorch.loggers.WandbLogger",
-        "--trainer.logger.save_dir", "run",
+        "--trainer.logger.save_dir", str(tmp_path / "run"),  # absolute: wandb keeps the first run's root
         "--trainer.logger.project", "lrsa-seg-test",
         "--trainer.logger.offline", "true",
     ]  # fmt: skip
