@@ -18,6 +18,19 @@ from ..task import SemanticSegmentationTask
 from ..training import WEIGHTS_ONLY_OPT_IN, harden_trainer
 from .checks import check_data_arguments, check_linked_arguments
 
+EVALUATION_OPTIONS = (
+    "eval_mode",
+    "eval_crop_size",
+    "eval_stride",
+    "eval_base_size",
+    "eval_size_multiple",
+    "tta_scales",
+    "tta_flip",
+    "fused_eval",
+    "size_iou",
+)
+"""Task arguments that say how to evaluate, not what the model is: a checkpoint does not override them."""
+
 
 class SegmentationCLI(LightningCLI):
     """LightningCLI that takes ``num_classes`` and class names from the datamodule.
@@ -40,6 +53,9 @@ class SegmentationCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning's merge of the ``--ckpt_path`` file's hyper-parameters into the config, read safely.
 
+        The evaluation options (:data:`EVALUATION_OPTIONS`) are not taken from the file: those of
+        the config and command line apply.
+
         Lightning 2.6 reads the file here with ``torch.load(weights_only=True)`` whatever
         ``--weights_only`` says (so a file that needs unpickling can never be resumed) and lets a
         corrupt file end in a zip/pickle traceback. This reads it with ``torch_load``:
@@ -57,11 +73,21 @@ class SegmentationCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        # The file decides the model; the command decides how to evaluate it (size_iou or slide
+        # inference asked for at test time would otherwise be replaced by the values of the fit).
+        init_args = f"{subcommand}.model.init_args"
+        asked = {
+            key: self.config.get(f"{init_args}.{key}")
+            for key in EVALUATION_OPTIONS
+            if f"{init_args}.{key}" in self.config
+        }
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         except SystemExit:
             sys.stderr.write(f"Parsing of the hyper-parameters of {path} failed!\n")
             raise
+        for key, value in asked.items():
+            self.config[f"{init_args}.{key}"] = value
 
     def instantiate_classes(self) -> None:
         """Instantiate, then refuse values that disagree with the data and paths that do not exist."""
