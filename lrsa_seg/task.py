@@ -278,6 +278,8 @@ class SemanticSegmentationTask(L.LightningModule):
         saved_weights = checkpoint.get(CLASS_WEIGHTS_KEY)
         if h.get("class_weights") == MEDIAN_FREQUENCY and saved_weights is not None:
             self.criterion.class_weight = torch.tensor(saved_weights, dtype=torch.float32, device=self.device)
+        if not checkpoint.get("optimizer_states"):  # weights only (test, predict): no groups to check
+            return
         groups = parameter_groups(self.model, h.lr, h.weight_decay, h.head_lr_mult)
         try:
             changed = regroup_optimizer_state(checkpoint, self.model, groups)

@@ -108,6 +108,7 @@ def norm_first_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 
 def _layout(groups: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """``(name, parameter count)`` of each optimizer group, saved or built."""
     return [(g.get("name", ""), len(g["params"])) for g in groups]
 
 
@@ -123,20 +124,21 @@ def regroup_optimizer_state(checkpoint: dict[str, Any], model: nn.Module, groups
     Raises:
         ValueError: the saved groups match neither layout.
     """
-    names = {id(p): n for n, p in model.named_parameters()}
-    new_names = [[names[id(p)] for p in g["params"]] for g in groups]
     states = checkpoint.get("optimizer_states") or []
     if len(states) != 1:
         return False
     saved = states[0]
-    if _layout(saved["param_groups"]) == [(g["name"], len(g["params"])) for g in groups]:
+    if _layout(saved["param_groups"]) == _layout(groups):
         return False
     old = norm_first_groups(model)
-    if _layout(saved["param_groups"]) != [(name, len(params)) for name, params in old]:
+    old_layout = [(name, len(params)) for name, params in old]
+    if _layout(saved["param_groups"]) != old_layout:
         raise ValueError(
             f"the checkpoint's optimizer groups {_layout(saved['param_groups'])} match neither this version's "
-            f"{[(g['name'], len(g['params'])) for g in groups]} nor the 0.1 layout {[(n, len(p)) for n, p in old]}"
+            f"{_layout(groups)} nor the 0.1 layout {old_layout}"
         )
+    names = {id(p): n for n, p in model.named_parameters()}
+    new_names = [[names[id(p)] for p in g["params"]] for g in groups]
     # Saved state is keyed by the parameter's position across the groups, in group order.
     old_index: dict[str, tuple[int, int]] = {}  # name -> (saved group, saved state key)
     for group_idx, (saved_group, (_, params)) in enumerate(zip(saved["param_groups"], old)):
