@@ -1,6 +1,9 @@
 """Make the bundled half-size CamVid (240 x 180) from a full 480 x 360 copy.
 
-    python scripts/make_camvid_bundle.py ../shared/datasets/camvid data/camvid
+    python scripts/make_camvid_bundle.py /path/to/CamVid data/camvid
+
+The source is SegNet's 11-class CamVid at 480 x 360 (folders ``train/``, ``trainannot/``, ``val/``,
+``valannot/``, ``test/``, ``testannot/``), as ``data/camvid/README.md`` describes.
 
 Images: area-averaged, JPEG quality 95 (4:4:4). Masks: nearest neighbour, lossless PNG.
 """
