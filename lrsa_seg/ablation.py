@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .metrics import SIZE_NAMES
 from .reporting import fmt
 
 RESULT = "result.json"
 
+SIZE_COLUMNS = tuple(f"test_miou_{size}" for size in SIZE_NAMES)
+"""Test mIoU over small / medium / large ground-truth regions (:mod:`lrsa_seg.metrics`)."""
 
 COLUMNS = (
     "pooled_size",
@@ -27,6 +30,7 @@ COLUMNS = (
     "latency_ms",
     "val_miou",
     "test_miou",
+    *SIZE_COLUMNS,
     "train_time_s",
     "epochs",
     "steps",
@@ -78,6 +82,7 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
             "latency_ms",
             "val_miou",
             "test_miou",
+            *SIZE_COLUMNS,
             "train_time_s",
         ),
     )
@@ -103,18 +108,19 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The results as a Markdown table (mIoU in %, parameters in millions)."""
+    """The results as a Markdown table (mIoU in %, parameters in millions; ``-`` where not measured)."""
     size = rows[0]["size"] if rows else "?"
     lines = [
         f"| pooled size | head pooled size | params (M) | GMACs @ {size} | latency @ {size} (ms) "
-        "| val mIoU best (%) | test mIoU (%) | train time (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| val mIoU best (%) | test mIoU (%) | test mIoU small / medium / large (%) | train time (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        by_size = " / ".join(fmt(r.get(key), ".2f", 100) for key in SIZE_COLUMNS)
         lines.append(
             f"| {r['pooled_size']} | {fmt(r['head_pooled_size'], 'd')} | {fmt(r['params'], '.2f', 1e-6)} "
             f"| {fmt(r['gmacs'], '.2f')} | {fmt(r['latency_ms'], '.1f')} | {fmt(r['val_miou'], '.2f', 100)} "
-            f"| {fmt(r['test_miou'], '.2f', 100)} | {fmt(r['train_time_s'], '.0f')} |"
+            f"| {fmt(r['test_miou'], '.2f', 100)} | {by_size} | {fmt(r['train_time_s'], '.0f')} |"
         )
     return "\n".join(lines)
 
@@ -129,8 +135,11 @@ The backbone's LRSA pooled size is set in all four stages; the head's is the col
 the plain path) and latency are at {first.get("size", "?")} (height x width), batch 1; latency is
 the median of {latency_runs} forward passes after {warmup_runs} warm-up pass(es) on {first.get("device", "?")}
 ({first.get("precision", "?")} precision), measured in the test process. "val mIoU best" is the
-best validation mIoU over the epochs; "test mIoU" is that of the best checkpoint. Train time is
-the wall time of training with validation excluded, summed over resumed sessions.
+best validation mIoU over the epochs; "test mIoU" is that of the best checkpoint, also over the
+pixels of small / medium / large ground-truth regions (connected regions of one class with an
+area under 32², 32² to 96², at least 96² pixels at the evaluated resolution: COCO's
+thresholds). Train time is the wall time of training with validation excluded, summed over
+resumed sessions.
 
 {markdown_table(rows)}
 """
@@ -138,7 +147,9 @@ the wall time of training with validation excluded, summed over resumed sessions
 
 
 def plot_results(rows: Sequence[dict[str, Any]], path: str | Path | None = None, not_run: Sequence[int] = ()) -> Any:
-    """Plot mIoU (val best, test) and GMACs / latency against the pooled size; save to ``path`` if given.
+    """Plot mIoU (val best, test, test by region size) and GMACs / latency against the pooled size.
+
+    Saved to ``path`` if given.
 
     The mIoU axis starts at 0, so the spread between sizes is shown at its true scale (one seed
     per size cannot separate a 2-point spread from noise). Sizes in ``not_run`` are marked on the
@@ -152,12 +163,14 @@ def plot_results(rows: Sequence[dict[str, Any]], path: str | Path | None = None,
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_miou, ax_cost = fig.subplots(1, 2)
     top = 0.0
-    for key, label, marker in (("val_miou", "val mIoU (best)", "o"), ("test_miou", "test mIoU", "s")):
+    curves = [("val_miou", "val mIoU (best)", "o", "-"), ("test_miou", "test mIoU", "s", "-")]
+    curves += [(key, f"test, {name} regions", "x", ":") for key, name in zip(SIZE_COLUMNS, SIZE_NAMES)]
+    for key, label, marker, linestyle in curves:
         points = [(s, r[key] * 100) for s, r in zip(sizes, rows) if r.get(key) is not None]
         if points:
-            ax_miou.plot(*zip(*points), marker=marker, label=label)
+            ax_miou.plot(*zip(*points), marker=marker, linestyle=linestyle, label=label)
             top = max(top, *(v for _, v in points))
-    ax_miou.set_ylim(0, max(10.0, top * 1.25))
+    ax_miou.set_ylim(0, max(10.0, top * 1.5))  # room for the legend above the curves
     ax_miou.set(xlabel="backbone pooled size", ylabel="mIoU (%)", title="Accuracy (one seed per size)")
     size = rows[0]["size"] if rows else ""
     ax_cost.plot(sizes, [r["gmacs"] for r in rows], marker="o", color="C2", label="GMACs")
@@ -175,7 +188,7 @@ def plot_results(rows: Sequence[dict[str, Any]], path: str | Path | None = None,
         ax.grid(alpha=0.3)
         for t in not_run:
             ax.axvline(t, color="0.6", linestyle=":")
-    ax_miou.legend(loc="lower right")
+    ax_miou.legend(loc="upper center", ncols=2, fontsize="small")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

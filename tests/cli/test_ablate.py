@@ -15,7 +15,15 @@ import pytest
 import torch
 import yaml
 
-from lrsa_seg.ablation import plot_results, read_results, read_results_csv, recorded_rows, write_csv
+from lrsa_seg.ablation import (
+    SIZE_COLUMNS,
+    markdown_table,
+    plot_results,
+    read_results,
+    read_results_csv,
+    recorded_rows,
+    write_csv,
+)
 from lrsa_seg.cli import main
 from lrsa_seg.cli.ablate.config import PATH_ARGS, _subclass_nodes, make_run_config, redirect_paths, resolve_config
 from lrsa_seg.cli.ablate.recorder import pooled_sizes_of
@@ -63,6 +71,9 @@ def test_ablate_writes_the_table_and_resumes(
         assert row["head_pooled_size"] == 8  # as configured: --head-pooled-size not given
         assert row["params"] > 100_000 and 0 < row["gmacs"] < 1 and row["latency_ms"] > 0
         assert 0 <= row["val_miou"] <= 1 and 0 <= row["test_miou"] <= 1
+        # IoU by region size: the tiny masks' random 16x16 blocks make no region of 32² pixels (NaN -> None).
+        small, medium, large = (row[key] for key in SIZE_COLUMNS)
+        assert 0 <= small <= 1 and medium is None and large is None
         assert row["train_time_s"] > 0 and row["steps"] == 2 and row["epochs"] == 1
         assert row["size"] == "64x64" and row["device"].startswith("cpu")
     assert rows[0]["gmacs"] < rows[1]["gmacs"]  # a larger pooled grid costs more
@@ -130,6 +141,7 @@ def test_run_config_of_the_quickstart(tmp_path: Path, capsys: pytest.CaptureFixt
     run = tmp_path / "ablation" / "quickstart" / "runs" / "pool32"
     config = make_run_config(base, 32, 8, run, "quickstart", "quickstart-pool32-abc", (128, 256), 1, 3)
     assert config["model"]["init_args"]["pooled_sizes"] == 32 and config["model"]["init_args"]["head_pooled_size"] == 8
+    assert config["model"]["init_args"]["size_iou"] is True  # the test reports mIoU by region size
     assert config["trainer"]["max_epochs"] == 1 and config["trainer"]["default_root_dir"] == str(run)
     assert sorted(all_paths(config)) == sorted(
         [str(run)] * 2
@@ -195,13 +207,32 @@ def test_ablate_rejects_what_it_sets(flag: str) -> None:
     assert exit_.value.code == 2
 
 
+def test_table_by_region_size_and_a_row_recorded_before_it(tmp_path: Path) -> None:
+    row = {"pooled_size": 8, "head_pooled_size": 16, "params": 10, "gmacs": 0.5, "test_miou": 0.3, "size": "64x64"}
+    by_size = dict(zip(SIZE_COLUMNS, (0.125, 0.25, 0.5)))
+    # A results.csv written before the by-size columns existed: its cells read as missing.
+    (tmp_path / "old.csv").write_text("pooled_size,test_miou,size\n16,0.25,64x64\n")
+    old = read_results_csv(tmp_path / "old.csv")[0]
+    write_csv([{**row, **by_size}, old], tmp_path / "results.csv")
+    rows = read_results_csv(tmp_path / "results.csv")
+    assert [rows[0][key] for key in SIZE_COLUMNS] == [0.125, 0.25, 0.5]
+    assert [rows[1][key] for key in SIZE_COLUMNS] == [None, None, None]
+    lines = markdown_table(rows).splitlines()
+    assert "test mIoU small / medium / large (%)" in lines[0]
+    assert "| 30.00 | 12.50 / 25.00 / 50.00 |" in lines[2]
+    assert "| 25.00 | - / - / - |" in lines[3]
+
+
 def test_plot_results_without_a_display() -> None:
     rows = [
         {"pooled_size": s, "gmacs": g, "latency_ms": t, "val_miou": v, "test_miou": None, "size": "64x64"}
-        for s, g, t, v in ((8, 1.0, 3.0, 0.2), (16, 1.5, 4.0, 0.3))
+        | dict(zip(SIZE_COLUMNS, by_size))
+        for s, g, t, v, by_size in ((8, 1.0, 3.0, 0.2, (0.1, 0.2, 0.3)), (16, 1.5, 4.0, 0.3, (None, None, None)))
     ]
     fig = plot_results(rows)
     assert len(fig.axes) == 3  # mIoU, GMACs and its latency twin
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["val mIoU (best)", "test, small regions", "test, medium regions", "test, large regions"]
 
 
 def test_pooled_sizes_of_reads_the_modules() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import secrets
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 from ...ablation import RESULT
 from ...io import write_json_atomic
+from ...metrics import SIZE_NAMES
 from ...reporting import fmt
 from .config import RUN_CONFIG, _command, _read_yaml, _wandb_id, _write_yaml, make_run_config
 from .recorder import FIT_SUMMARY, TEST_SUMMARY
@@ -83,6 +85,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _comparable(config: dict[str, Any] | None) -> Any:
     return json.loads(json.dumps(config)) if config is not None else None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """``None`` for a missing or NaN metric (mIoU of a region size no test image has)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 class RunFailedError(RuntimeError):
@@ -162,6 +169,7 @@ def run_pooled_size(
         "latency_ms": test["latency_ms"],
         "val_miou": fit["best_val_miou"],
         "test_miou": test["metrics"].get(TEST_METRIC),
+        **{f"test_miou_{size}": _finite_or_none(test["metrics"].get(f"{TEST_METRIC}_{size}")) for size in SIZE_NAMES},
         "train_time_s": fit["train_time_s"],
         "epochs": fit["epochs"],
         "steps": fit["steps"],
