@@ -8,7 +8,7 @@ Only this module knows the official names (the layout: docs/checkpoints.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -18,60 +18,58 @@ from .registry import build_segmentor
 from .segmentor import Segmentor
 from .weights import load_state_dict_checked, short_list
 
-# Renames inside a block; the head's q/kv are plain convs (no ".0."), so only the backbone's change.
-_QKV_RENAMES = (("attn.q.0.", "attn.q."), ("attn.kv.0.", "attn.kv."))
-_SHARED_BLOCK_RENAMES = (
+# Renames inside a block, (official, lrsa-seg). The head's q/kv are plain convs (no ".0."), so
+# only the backbone's change.
+_HEAD_BLOCK_RENAMES = (
     ("mlp.conv.", "mlp.dwconv."),
     ("layer_scale_1", "ls1.gamma"),
     ("layer_scale_2", "ls2.gamma"),
 )
-_BLOCK_RENAMES = (*_QKV_RENAMES, *_SHARED_BLOCK_RENAMES)
+_BACKBONE_BLOCK_RENAMES = (("attn.q.0.", "attn.q."), ("attn.kv.0.", "attn.kv."), *_HEAD_BLOCK_RENAMES)
 
-
-def _stage(match: re.Match[str]) -> str:
-    return str(int(match.group(1)) - 1)
-
-
-# (official pattern, replacement) applied to the start of a key; the first match wins.
-_KEY_RULES: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
-    (r"backbone\.patch_embed1\.conv1\.", "backbone.stages.0.downsample.convs."),
-    (r"backbone\.patch_embed(\d)\.", lambda m: f"backbone.stages.{_stage(m)}.downsample."),
-    (r"backbone\.d_convs(\d)\.", lambda m: f"backbone.stages.{_stage(m)}.level_convs."),
-    (r"backbone\.block(\d)\.(\d+)\.", lambda m: f"backbone.stages.{_stage(m)}.blocks.{m.group(2)}."),
-    (r"decode_head\.fuse_block(\d)\.", r"decode_head.block\1."),
-    (r"decode_head\.conv_seg\.", "decode_head.classifier."),
-    (r"decode_head\.squeeze(\d)\.", r"decode_head.squeeze\1."),
+# One table read both ways: (official key prefix, lrsa-seg key prefix, renames in the rest of the
+# key); the first prefix that matches wins. ``{stage}`` is the official stage number (1-4),
+# ``{index}`` ours (0-3); ``{n}`` is kept as it is.
+_PREFIXES = (
+    ("backbone.patch_embed1.conv1.", "backbone.stages.0.downsample.convs.", ()),
+    ("backbone.patch_embed{stage}.", "backbone.stages.{index}.downsample.", ()),
+    ("backbone.d_convs{stage}.", "backbone.stages.{index}.level_convs.", ()),
+    ("backbone.block{stage}.{n}.", "backbone.stages.{index}.blocks.{n}.", _BACKBONE_BLOCK_RENAMES),
+    ("decode_head.fuse_block{n}.", "decode_head.block{n}.", _HEAD_BLOCK_RENAMES),
+    ("decode_head.conv_seg.", "decode_head.classifier.", ()),
+    ("decode_head.squeeze{n}.", "decode_head.squeeze{n}.", ()),
 )
+
+
+def _prefix_pattern(template: str) -> re.Pattern[str]:
+    """``"backbone.block{stage}.{n}."`` -> a pattern matching it at the start of a key, a named group per field."""
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else rf"(?P<{part}>\d+)" for i, part in enumerate(parts)))
+
+
+_PATTERNS = tuple((_prefix_pattern(official), _prefix_pattern(ours)) for official, ours, _ in _PREFIXES)
+
+
+def _rename(key: str, to_ours: bool) -> str:
+    for (official, ours, renames), patterns in zip(_PREFIXES, _PATTERNS):
+        match = patterns[0 if to_ours else 1].match(key)
+        if match is None:
+            continue
+        fields = match.groupdict()
+        if "stage" in fields:
+            fields["index"] = str(int(fields["stage"]) - 1)
+        elif "index" in fields:
+            fields["stage"] = str(int(fields["index"]) + 1)
+        rest = key[match.end() :]
+        for official_part, our_part in renames:
+            rest = rest.replace(*((official_part, our_part) if to_ours else (our_part, official_part)))
+        return (ours if to_ours else official).format(**fields) + rest
+    raise KeyError(key)
 
 
 def official_key_to_ours(key: str) -> str:
     """Map one official ``state_dict`` key to its lrsa-seg name; raise ``KeyError`` if unknown."""
-    for pattern, replacement in _KEY_RULES:
-        match = re.match(pattern, key)
-        if match:
-            new = match.expand(replacement) if isinstance(replacement, str) else replacement(match)
-            rest = key[match.end() :]
-            if ".block" in new:
-                for old, ours in _BLOCK_RENAMES:
-                    rest = rest.replace(old, ours)
-            return new + rest
-    raise KeyError(key)
-
-
-def _official_stage(match: re.Match[str]) -> str:
-    return str(int(match.group(1)) + 1)
-
-
-# (lrsa-seg pattern, official replacement): the inverse of _KEY_RULES.
-_REVERSE_KEY_RULES: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
-    (r"backbone\.stages\.0\.downsample\.convs\.", "backbone.patch_embed1.conv1."),
-    (r"backbone\.stages\.(\d)\.downsample\.", lambda m: f"backbone.patch_embed{_official_stage(m)}."),
-    (r"backbone\.stages\.(\d)\.level_convs\.", lambda m: f"backbone.d_convs{_official_stage(m)}."),
-    (r"backbone\.stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"backbone.block{_official_stage(m)}.{m.group(2)}."),
-    (r"decode_head\.block(\d)\.", r"decode_head.fuse_block\1."),
-    (r"decode_head\.classifier\.", "decode_head.conv_seg."),
-    (r"decode_head\.squeeze(\d)\.", r"decode_head.squeeze\1."),
-)
+    return _rename(key, to_ours=True)
 
 
 def ours_key_to_official(key: str) -> str:
@@ -80,17 +78,7 @@ def ours_key_to_official(key: str) -> str:
     Used to name keys in error messages as the official file names them; raises ``KeyError``
     for a key with no official counterpart.
     """
-    for pattern, replacement in _REVERSE_KEY_RULES:
-        match = re.match(pattern, key)
-        if match:
-            new = match.expand(replacement) if isinstance(replacement, str) else replacement(match)
-            rest = key[match.end() :]
-            if "block" in new:
-                renames = _BLOCK_RENAMES if new.startswith("backbone.") else _SHARED_BLOCK_RENAMES
-                for official, ours in renames:
-                    rest = rest.replace(ours, official)
-            return new + rest
-    raise KeyError(key)
+    return _rename(key, to_ours=False)
 
 
 def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
