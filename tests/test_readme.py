@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lrsa_seg.ablation import SIZE_COLUMNS, read_results_csv
 from lrsa_seg.cli import main
 
 from .conftest import DATA, TESTS, write_ade20k
@@ -146,6 +147,11 @@ def _print_config(args: list[str]) -> int:
     return int(exit_.value.code or 0)
 
 
+def extra_args(table: dict[str, list[str]], command: str) -> list[str] | None:
+    """The arguments ``table`` appends to ``command`` (by its prefix), ``None`` when it has none."""
+    return next((extra for prefix, extra in table.items() if command.startswith(prefix)), None)
+
+
 def walk_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, costly: bool) -> int:
     """Run the README's blocks in order in ``tmp_path``; returns how many ran."""
     text = README.read_text()
@@ -163,13 +169,11 @@ def walk_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, costly: bool) -
             for command in shell_commands(code):
                 if any(command.startswith(prefix) for prefix in NOT_RUN):
                     continue
-                tiny = next((extra for prefix, extra in COSTLY.items() if command.startswith(prefix)), None)
-                if tiny is not None:
-                    if not costly:
-                        continue
-                    command = shlex.join([*shlex.split(command), *tiny])  # the last value of an option wins
-                shrunk = next((extra for prefix, extra in SHRUNK.items() if command.startswith(prefix)), [])
-                run_command(shlex.join([*shlex.split(command), *shrunk]) if shrunk else command, tmp_path)
+                tiny = extra_args(COSTLY, command)
+                if tiny is not None and not costly:
+                    continue
+                extra = [*(tiny or []), *(extra_args(SHRUNK, command) or [])]  # the last value of an option wins
+                run_command(shlex.join([*shlex.split(command), *extra]) if extra else command, tmp_path)
                 ran += 1
     return ran
 
@@ -181,3 +185,17 @@ def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow  # adds the commands that train several runs (the ablation), tiny
 def test_every_readme_block_runs_with_the_costly_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert walk_readme(tmp_path, monkeypatch, costly=True) >= 16
+
+
+def test_ablation_table_matches_the_committed_results() -> None:
+    """The README's pool-size table shows the committed ``results.csv`` of the quickstart ablation."""
+    rows = read_results_csv(REPO / "ablation" / "quickstart" / "results.csv")
+    assert rows, "ablation/quickstart/results.csv has no rows"
+    readme = README.read_text()
+    for r in rows:
+        by_size = " / ".join(f"{r[key] * 100:.2f}" for key in SIZE_COLUMNS)
+        line = (
+            f"| {r['pooled_size']} | {r['gmacs']:.2f} | {r['latency_ms']:.0f} | {r['val_miou'] * 100:.2f} "
+            f"| {r['test_miou'] * 100:.2f} | {by_size} | {r['train_time_s']:.0f} |"
+        )
+        assert line in readme, f"README.md lacks the row {line}"
