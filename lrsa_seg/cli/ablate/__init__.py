@@ -32,8 +32,9 @@ trainer's callbacks, loggers and profiler (``dirpath``, ``save_dir``, ``output_d
 into the run folder (keeping its place relative to ``trainer.default_root_dir``), a
 ``WandbLogger`` gets the ablation's ``group``, a ``name`` per size and a fixed ``id`` (so ``fit``,
 ``test`` and a resumed ``fit`` log to one W&B run), checkpoints ``best`` (on ``val/mIoU``) and
-``last`` are added if the config lacks them, and :class:`AblationRecorder` is appended to the
-callbacks.
+``last`` are added if the config lacks them, ``size_iou`` is switched on (the test also reports
+mIoU over small / medium / large ground-truth regions), and :class:`AblationRecorder` is
+appended to the callbacks.
 
 Resuming: a size whose ``result.json`` exists (written atomically once its test is done) is
 skipped; any other size whose folder holds an earlier attempt runs ``fit --ckpt_path last``
