@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ...ablation import RESULT
+from ...ablation import RESULT, SIZE_COLUMNS
 from ...io import write_json_atomic
 from ...metrics import SIZE_NAMES
 from ...reporting import fmt
@@ -169,7 +169,10 @@ def run_pooled_size(
         "latency_ms": test["latency_ms"],
         "val_miou": fit["best_val_miou"],
         "test_miou": test["metrics"].get(TEST_METRIC),
-        **{f"test_miou_{size}": _finite_or_none(test["metrics"].get(f"{TEST_METRIC}_{size}")) for size in SIZE_NAMES},
+        **{
+            column: _finite_or_none(test["metrics"].get(f"{TEST_METRIC}_{size}"))
+            for column, size in zip(SIZE_COLUMNS, SIZE_NAMES)
+        },
         "train_time_s": fit["train_time_s"],
         "epochs": fit["epochs"],
         "steps": fit["steps"],
