@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsa_seg.constants import IGNORE_INDEX
+from lrsa_seg.labels import CAMVID_CLASSES, CAMVID_PALETTE
 
 from .datamodule import SegmentationDataModule
 from .dataset import SegmentationDataset
@@ -22,14 +23,9 @@ class CamVid(SegmentationDataset):
     Mask values 0-10 are the classes, 11 ("Unlabelled") is mapped to the ignore value 255.
     """
 
-    classes = (
-        "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-        "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
-    )  # fmt: skip
-    palette = (
-        (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-        (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-    )  # fmt: skip
+    classes = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+    license = "CC BY-NC 4.0 (the bundled copy: data/camvid/README.md)"
     splits = {"train": ("train", "trainannot"), "val": ("val", "valannot"), "test": ("test", "testannot")}
 
     def raw_to_train(self) -> np.ndarray:

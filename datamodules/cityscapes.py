@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsa_seg.constants import IGNORE_INDEX
+from lrsa_seg.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 from .datamodule import SegmentationDataModule
 from .dataset import SegmentationDataset
@@ -39,17 +40,8 @@ class Cityscapes(SegmentationDataset):
     table. In ``labelTrainIds`` files only 0-18 and 255 are valid.
     """
 
-    classes = (
-        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-        "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-        "bicycle",
-    )  # fmt: skip
-    # The official colours (cityscapesScripts labels.py).
-    palette = (
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-        (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-        (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    )  # fmt: skip
+    classes = CITYSCAPES_CLASSES
+    palette = CITYSCAPES_PALETTE
     splits = {split: (f"leftImg8bit/{split}", f"gtFine/{split}") for split in ("train", "val", "test")}
     image_pattern = f"*{IMAGE_SUFFIX}"
     mask_patterns = (f"*{LABEL_IDS_SUFFIX}", f"*{TRAIN_IDS_SUFFIX}")

@@ -41,6 +41,7 @@ class SegmentationDataset(Dataset):
     # Class attributes; SegmentationFolder sets classes/palette per instance.
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
+    license: str = ""  # the data's licence, as its distributor states it ("" where not recorded here)
     splits: ClassVar[dict[str, tuple[str, str]]] = {}
     image_pattern: ClassVar[str] = "*"
     """Glob (searched recursively) of the image files; only ``IMAGE_SUFFIXES`` count."""
@@ -208,7 +209,7 @@ class ImageFolder(Dataset):
         path = self.files[index]
         name = str(path.relative_to(self.root))
         try:
-            image = read_image(path)
+            image = read_image(path, upright=True)  # photos as they are shown: EXIF orientation applied
         except DatasetError as err:
             return {"error": str(err), "name": name}
         return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "name": name}

@@ -7,18 +7,27 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lrsa_seg.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB ``(H, W, 3)`` uint8; a corrupt or unreadable file raises ``DatasetError`` naming it."""
+def upright_rgb(image: Image.Image) -> np.ndarray:
+    """RGB ``(H, W, 3)`` uint8 of a photo turned upright by its EXIF orientation (as viewers show it)."""
+    return np.asarray((ImageOps.exif_transpose(image) or image).convert("RGB"))
+
+
+def read_image(path: Path, upright: bool = False) -> np.ndarray:
+    """RGB ``(H, W, 3)`` uint8; a corrupt or unreadable file raises ``DatasetError`` naming it.
+
+    ``upright`` applies the EXIF orientation (:func:`upright_rgb`): for images segmented on
+    their own; never for training images, whose masks are stored unrotated.
+    """
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return upright_rgb(img) if upright else np.asarray(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as err:
         raise DatasetError(f"{path}: unreadable or corrupt image ({err})") from err
 

@@ -1,8 +1,9 @@
 """One-call inference: ``Segmenter.from_pretrained(SRC)(image)`` -> a label map at the image's size.
 
-The weights file says which model it holds and how its inputs were prepared (classes, palette,
-mean/std, test-time resize: :func:`~lrsa_seg.weights.inference_metadata`); the segmenter runs
-the fused inference copy of the model (:func:`~lrsa_seg.models.fuse_for_inference`).
+The weights say which model they hold and how its inputs were prepared (classes, palette,
+mean/std, test-time resize: :func:`~lrsa_seg.models.pretrained.inference_metadata`); the
+segmenter runs the fused inference copy of the model (:func:`~lrsa_seg.models.fuse_for_inference`)
+and shares the model as the Hub keeps models (:meth:`Segmenter.save_pretrained`).
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from datamodules.files import read_image, upright_rgb
+
 from .constants import IMAGE_MEAN, IMAGE_STD
-from .errors import ConfigError, DatasetError
-from .models import VARIANTS, create_model, fuse_for_inference
+from .errors import ConfigError
+from .models import fuse_for_inference, load_pretrained
+from .models.pretrained import VALUE_SCALE
 from .models.segmentor import Segmentor, predict_logits
 from .visualize import default_palette
 from .visualize import overlay as overlay_picture
-from .weights import VALUE_SCALE, Weights, load_into, load_weights_file
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 """A path, a PIL image, an ``(H, W, 3)`` uint8 array or a ``(3, H, W)`` uint8 tensor (RGB)."""
@@ -31,15 +35,14 @@ _PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 def image_array(image: ImageInput) -> np.ndarray:
-    """Any :data:`ImageInput` -> ``(H, W, 3)`` uint8 RGB; an unreadable file raises ``DatasetError`` naming it."""
+    """Any :data:`ImageInput` -> ``(H, W, 3)`` uint8 RGB; an unreadable file raises ``DatasetError`` naming it.
+
+    Files and PIL images are turned upright by their EXIF orientation first, as photo viewers show them.
+    """
     if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                return np.asarray(opened.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as err:
-            raise DatasetError(f"{image}: unreadable or corrupt image ({err})") from err
+        return read_image(Path(image), upright=True)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return upright_rgb(image)
     if isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"image tensor must be (3, H, W) uint8, got {tuple(image.shape)} {image.dtype}")
@@ -56,13 +59,14 @@ class Segmenter:
 
     Args:
         model: a :class:`Segmentor` with its weights.
-        metadata: :func:`~lrsa_seg.weights.inference_metadata` (missing entries: class indices as
+        metadata: :func:`~lrsa_seg.models.pretrained.inference_metadata` (missing entries: class indices as
             names, the default palette, ImageNet mean/std, no test-time resize).
         device: where to run, e.g. ``"cpu"``, ``"cuda"``.
         precision: ``"32"``, ``"bf16"`` or ``"16"`` (autocast).
         mode: ``"whole"`` image or ``"slide"`` windows of ``crop_size`` every ``stride``.
         crop_size: sliding window ``(h, w)``.
         stride: sliding stride ``(h, w)``.
+        batch_size: most images per forward pass (same-size images of a list are batched).
     """
 
     def __init__(
@@ -74,11 +78,17 @@ class Segmenter:
         mode: Literal["whole", "slide"] = "whole",
         crop_size: tuple[int, int] = (512, 512),
         stride: tuple[int, int] = (341, 341),
+        batch_size: int = 8,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if mode not in ("whole", "slide"):
             raise ConfigError(f"mode must be 'whole' or 'slide', got {mode!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.metadata = dict(metadata)
+        self.source_model = model  # unfused, for save_pretrained (the fused copy's keys differ)
         self.device = torch.device(device)
         self.precision = precision
         self.mode = mode
@@ -108,12 +118,15 @@ class Segmenter:
         mode: Literal["whole", "slide"] = "whole",
         crop_size: tuple[int, int] = (512, 512),
         stride: tuple[int, int] = (341, 341),
+        batch_size: int = 8,
         allow_pickle: bool = False,
     ) -> Segmenter:
-        """Load a segmentation weights file of any supported format.
+        """Load a segmentation model of any supported format (:func:`~lrsa_seg.models.load_pretrained`).
 
         Args:
-            source: a path, ``hf://OWNER/REPO/PATH[@REVISION]`` or an http(s) URL.
+            source: a saved model's folder, ``hf://OWNER/REPO`` or ``OWNER/REPO``, a weights file
+                (official ``.pth``, Lightning ``.ckpt``, ``.pt``, ``.safetensors``), ``hf://OWNER/REPO/PATH``
+                or an http(s) URL.
             model: registered variant (``lrformer_t`` ...); needed only where the file does not say
                 and its shapes fit no variant.
             device: as in :class:`Segmenter`.
@@ -121,10 +134,34 @@ class Segmenter:
             mode: as in :class:`Segmenter`.
             crop_size: as in :class:`Segmenter`.
             stride: as in :class:`Segmenter`.
+            batch_size: as in :class:`Segmenter`.
             allow_pickle: allow arbitrary unpickling (only for files you trust).
         """
-        weights = load_weights_file(source, allow_pickle)
-        return cls(build_model(weights, model), weights.metadata, device, precision, mode, crop_size, stride)
+        pretrained = load_pretrained(source, model, allow_pickle=allow_pickle)
+        checkpoint = pretrained.checkpoint
+        if not checkpoint.has_head or not isinstance(pretrained.model, Segmentor):
+            raise ConfigError(
+                f"{checkpoint.source}: {checkpoint.format} holds only a backbone; segmenting needs a segmentation "
+                "model (fine-tune it first: create_model(NAME, num_classes=K, weights=SRC, weights_scope='backbone'))"
+            )
+        return cls(
+            pretrained.model,
+            pretrained.model.config["metadata"],
+            device,
+            precision,
+            mode,
+            crop_size,
+            stride,
+            batch_size,
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the model as ``model.safetensors`` + ``config.json`` + model card, with this segmenter's metadata."""
+        return self.source_model.save_pretrained(folder, metadata=self.metadata)
+
+    def push_to_hub(self, repo_id: str, private: bool = False) -> str:
+        """:meth:`save_pretrained` to the Hub repository ``repo_id``; returns the commit's address."""
+        return self.source_model.push_to_hub(repo_id, metadata=self.metadata, private=private)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = _PRECISIONS[self.precision]
@@ -134,12 +171,20 @@ class Segmenter:
 
     @torch.inference_mode()
     def predict_probs(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Class probabilities ``(K, H, W)`` float32 per ``(H, W, 3)`` uint8 image; same-size images form one batch."""
+        """Class probabilities ``(K, H, W)`` float32 per ``(H, W, 3)`` uint8 image; same-size images batched.
+
+        Batches hold at most :attr:`batch_size` images, so a long list does not exhaust memory.
+        """
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, array in enumerate(images):
             by_size.setdefault(array.shape, []).append(index)
+        batches = [
+            same[start : start + self.batch_size]
+            for same in by_size.values()
+            for start in range(0, len(same), self.batch_size)
+        ]
         results: dict[int, torch.Tensor] = {}
-        for indices in by_size.values():
+        for indices in batches:
             batch = torch.stack([torch.tensor(images[i]) for i in indices]).to(self.device)  # copies: any array
             normalized = (batch.permute(0, 3, 1, 2).float() - self.mean) / self.std
             with self._autocast():
@@ -176,23 +221,3 @@ class Segmenter:
         """The class colours over ``image`` with a legend of the classes present: ``(H, W + legend, 3)`` uint8 RGB."""
         labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         return overlay_picture(image_array(image), labels, self.palette, self.class_names, alpha)
-
-
-def build_model(weights: Weights, name: str | None = None) -> Segmentor:
-    """The segmentation model ``weights`` holds (variant ``name``, else the one the file names), loaded strictly."""
-    if not weights.has_head:
-        raise ConfigError(
-            f"{weights.source}: {weights.format} holds only a backbone; segmenting needs a segmentation model "
-            "(fine-tune it first: create_model(NAME, num_classes=K, weights=SRC, weights_scope='backbone'))"
-        )
-    name = name or weights.model
-    if name is None:
-        raise ConfigError(
-            f"{weights.source} does not say which variant it holds; pass model= one of {', '.join(VARIANTS)}"
-        )
-    num_classes = int(weights.state_dict["decode_head.classifier.weight"].shape[0])
-    model = create_model(name, **{**weights.model_kwargs, "num_classes": num_classes})
-    if not isinstance(model, Segmentor):
-        raise ConfigError(f"model {name!r} is not a segmentation model (use one without the _cls suffix)")
-    load_into(model, weights)
-    return model

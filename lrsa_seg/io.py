@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import safetensors
+import safetensors.torch
 import torch
 
 from .errors import CheckpointError
@@ -26,16 +29,18 @@ def torch_load(
     allow_pickle: bool = False,
     map_location: Any = "cpu",
     opt_in: str = "`--allow-pickle` on the command line, `allow_pickle=True` in Python",
+    what: str = "checkpoint",
 ) -> Any:
     """``torch.load`` with ``weights_only=True`` unless pickle is explicitly allowed.
 
     Local paths or fsspec URLs (``s3://``, ``file://``, ...). Every error is a
     :class:`CheckpointError` naming the file: missing, truncated/corrupt, or needing arbitrary
-    unpickling (then ``opt_in`` says how the caller's interface allows it).
+    unpickling (then ``opt_in`` says how the caller's interface allows it). ``what`` names the
+    kind of file in the messages (``"checkpoint"``, ``"weights file"``).
     """
     local = local_path(path)
     if local is not None and not local.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
         if local is not None:
             return torch.load(local, map_location=map_location, weights_only=not allow_pickle)
@@ -53,12 +58,48 @@ def torch_load(
             ) from err
         reason = re.search(r"WeightsUnpickler error: \s*(.+)", str(err))
         detail = reason.group(1).strip() if reason else str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}") from err
+        raise CheckpointError(f"{path} is not a readable {what} (truncated or corrupt?): {detail}") from err
     except FileNotFoundError as err:
-        raise CheckpointError(f"checkpoint not found: {path}") from err
+        raise CheckpointError(f"{what} not found: {path}") from err
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line}") from err
+        raise CheckpointError(f"{path} is not a readable {what} (truncated or corrupt?): {first_line}") from err
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (no code runs on load); errors name the file."""
+    local = Path(path)
+    if not local.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        return safetensors.torch.load_file(local, device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {first_line}"
+        ) from err
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file or invalid JSON is a :class:`CheckpointError` naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{what} not found: {path}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not a readable {what} ({err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a readable {what} (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a local file, hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], binary: bool = True) -> None:
@@ -83,6 +124,14 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
 def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` that is never half-written (:func:`write_atomic`)."""
     write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_safetensors_atomic(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` as ``.safetensors``, never half-written (contiguous copies: no shared storage)."""
+    data = safetensors.torch.save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -20,9 +20,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from .constants import IGNORE_INDEX
+from .errors import ConfigError
 
 MEDIAN_FREQUENCY = "median_frequency"
 """The ``class_weights`` value that asks for median-frequency balancing."""
@@ -334,3 +336,27 @@ def loss_option_problem(
     if not aux_weight >= 0.0:  # also refuses NaN
         return f"aux_loss_weight must be >= 0, got {aux_weight}"
     return None
+
+
+def median_frequency_of_datamodule(
+    datamodule: Any, cache: Path, class_names: Sequence[str], write: bool = True
+) -> torch.Tensor:
+    """``(K,)`` median-frequency weights of a datamodule's training masks through ``cache``; says what it used.
+
+    ``datamodule.train_masks()`` gives ``(key, masks)`` (:class:`datamodules.SegmentationDataModule`).
+    """
+    train_masks = getattr(datamodule, "train_masks", None)
+    if train_masks is None:
+        raise ConfigError(
+            "model.init_args.class_weights: 'median_frequency' needs a datamodule with training masks "
+            "(a datamodules.SegmentationDataModule)"
+        )
+    key, masks = train_masks()
+    weights, record = cached_median_frequency(cache, key, masks, len(class_names), write=write)
+    absent = [name for name, count in zip(class_names, record["class_pixels"]) if count == 0]
+    if absent:
+        rank_zero_warn(f"class_weights: classes {absent} occur in no training mask; their weight is 0")
+    listed = ", ".join(f"{name} {w:.4g}" for name, w in zip(class_names, weights))
+    source = f"read from {cache}" if record["cached"] else f"{record['images']} training masks, saved to {cache}"
+    rank_zero_info(f"class weights (median frequency, {source}): {listed}")
+    return torch.tensor(weights, dtype=torch.float32)

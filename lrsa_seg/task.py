@@ -15,12 +15,12 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
 from .errors import CheckpointMismatchError, ConfigError
-from .losses import MEDIAN_FREQUENCY, SegmentationLoss, cached_median_frequency, loss_option_problem
+from .losses import MEDIAN_FREQUENCY, SegmentationLoss, loss_option_problem, median_frequency_of_datamodule
 from .metrics import SIZE_NAMES, SizeBinnedIoU
-from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference
+from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference, load_pretrained
+from .models.checkpoint import CHECKPOINT_KEY, record_from_hparams
 from .models.segmentor import predict_logits
 from .training.optim import parameter_groups, regroup_optimizer_state, sync_head_batchnorm, warmup_poly_factor
-from .weights import CHECKPOINT_KEY, load_into, load_weights_file, task_record
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 """The median-frequency cache, in the trainer's ``default_root_dir``."""
@@ -38,8 +38,9 @@ class SemanticSegmentationTask(L.LightningModule):
         pooled_sizes: backbone LRSA pooled size, one int or one per stage (None: the variant's 16).
         head_pooled_size: LRHead LRSA pooled size (None: the variant's 32).
         drop_path_rate: stochastic depth (None: the variant's).
-        weights: initialisation file: a ``lrsa-seg convert`` output, an official checkpoint, a
-            Lightning checkpoint of this task or a backbone-only state dict; loaded strictly.
+        weights: starting weights, any source :func:`~lrsa_seg.models.load_pretrained` reads, loaded
+            strictly when fit/validate/test/predict starts unless a checkpoint is restored then. Not
+            a hyper-parameter: checkpoints record it (source, SHA-256, format) and never open it again.
         weights_scope: ``"auto"`` loads the whole model, or only the backbone when the file has no
             head; ``"backbone"`` takes only the backbone from any file (fine-tuning on new classes).
         class_names: names for per-class IoU (linked from the datamodule by the CLI).
@@ -129,7 +130,15 @@ class SemanticSegmentationTask(L.LightningModule):
         head_sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # The starting weights are where fitting starts, not a setting to replay: rebuilding the task
+        # from its own checkpoint must not open them (torchgeo's BaseTask leaves them out too).
+        self.save_hyperparameters(ignore=["weights", "weights_scope"])
+        self.starting_weights: tuple[str, Literal["auto", "backbone"]] | None = (
+            (weights, weights_scope) if weights is not None else None
+        )
+        self.starting_weights_record: dict[str, Any] | None = None
+        if weights_scope not in ("auto", "backbone"):
+            raise ConfigError(f"model.init_args.weights_scope must be 'auto' or 'backbone', got {weights_scope!r}")
         if num_classes is None:
             raise ConfigError("model.init_args.num_classes is required (the CLI links it from the data)")
         if num_classes < 1:
@@ -150,20 +159,18 @@ class SemanticSegmentationTask(L.LightningModule):
             raise ConfigError(
                 f"model.init_args.model: {h.model!r} is not a segmentation model (use one without the _cls suffix)"
             )
-        overrides: dict[str, Any] = {}
-        if h.pooled_sizes is not None:
-            sizes = [h.pooled_sizes] if isinstance(h.pooled_sizes, int) else list(h.pooled_sizes)
-            if min(sizes, default=1) < 1:
-                raise ConfigError(f"model.init_args.pooled_sizes must all be >= 1, got {h.pooled_sizes}")
-            overrides["pooled_sizes"] = h.pooled_sizes if isinstance(h.pooled_sizes, int) else tuple(h.pooled_sizes)
-        if h.head_pooled_size is not None:
-            if h.head_pooled_size < 1:
-                raise ConfigError(f"model.init_args.head_pooled_size must be >= 1, got {h.head_pooled_size}")
-            overrides["head_pooled_size"] = h.head_pooled_size
-        if h.drop_path_rate is not None:
-            if not 0.0 <= h.drop_path_rate < 1.0:
-                raise ConfigError(f"model.init_args.drop_path_rate must be in [0, 1), got {h.drop_path_rate}")
-            overrides["drop_path_rate"] = h.drop_path_rate
+        sizes = [h.pooled_sizes] if isinstance(h.pooled_sizes, int) else list(h.pooled_sizes or [])
+        checks = {
+            "pooled_sizes": (min(sizes, default=1) >= 1, "must all be >= 1"),
+            "head_pooled_size": (h.head_pooled_size is None or h.head_pooled_size >= 1, "must be >= 1"),
+            "drop_path_rate": (h.drop_path_rate is None or 0.0 <= h.drop_path_rate < 1.0, "must be in [0, 1)"),
+        }
+        for name, (ok, rule) in checks.items():
+            if not ok:
+                raise ConfigError(f"model.init_args.{name} {rule}, got {h[name]}")
+        overrides: dict[str, Any] = {name: h[name] for name in checks if h[name] is not None}
+        if isinstance(h.pooled_sizes, list):
+            overrides["pooled_sizes"] = tuple(h.pooled_sizes)
         try:
             self.model = create_model(h.model, num_classes=h.num_classes, **overrides)
         except ValueError as err:
@@ -173,8 +180,6 @@ class SemanticSegmentationTask(L.LightningModule):
                 f"model.init_args.model: {h.model!r} is not a segmentation model (use one without the _cls suffix)"
             )
         self.model.backbone.set_grad_checkpointing(h.grad_checkpointing)
-        if h.weights is not None:
-            self.load_weights(h.weights, h.weights_scope)
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -208,24 +213,10 @@ class SemanticSegmentationTask(L.LightningModule):
 
     def median_frequency_weights(self) -> torch.Tensor:
         """``(K,)`` weights from the datamodule's training masks, through the run folder's cache."""
-        train_masks = getattr(self.trainer.datamodule, "train_masks", None)
-        if train_masks is None:
-            raise ConfigError(
-                "model.init_args.class_weights: 'median_frequency' needs a datamodule with training masks "
-                "(a datamodules.SegmentationDataModule)"
-            )
-        key, masks = train_masks()
         cache = Path(self.trainer.default_root_dir) / CLASS_WEIGHTS_FILE
-        weights, record = cached_median_frequency(
-            cache, key, masks, self.hparams.num_classes, write=self.trainer.is_global_zero
+        return median_frequency_of_datamodule(
+            self.trainer.datamodule, cache, self.class_names, self.trainer.is_global_zero
         )
-        absent = [name for name, count in zip(self.class_names, record["class_pixels"]) if count == 0]
-        if absent:
-            rank_zero_warn(f"class_weights: classes {absent} occur in no training mask; their weight is 0")
-        listed = ", ".join(f"{name} {w:.4g}" for name, w in zip(self.class_names, weights))
-        source = f"read from {cache}" if record["cached"] else f"{record['images']} training masks, saved to {cache}"
-        rank_zero_info(f"class weights (median frequency, {source}): {listed}")
-        return torch.tensor(weights, dtype=torch.float32)
 
     def configure_metrics(self) -> None:
         """Macro mIoU, pixel accuracy (aAcc) and mean class accuracy (mAcc) per split; a confusion matrix.
@@ -249,12 +240,32 @@ class SemanticSegmentationTask(L.LightningModule):
         self.test_size_iou = SizeBinnedIoU(num_classes) if self.hparams.get("size_iou") else None
         self.last_confusion: dict[str, torch.Tensor] = {}
 
-    def load_weights(self, path: str, scope: Literal["auto", "backbone"] = "auto") -> None:
-        """Initialise from ``path`` strictly (see ``weights`` / ``weights_scope``)."""
+    def load_starting_weights(self) -> None:
+        """Load ``weights`` into the model now (strictly, :func:`~lrsa_seg.models.load_pretrained`), once.
+
+        Called when fitting, validating, testing or predicting starts without a checkpoint to restore.
+        """
+        if self.starting_weights is None:
+            return
+        source, scope = self.starting_weights
+        h = self.hparams
         # Training has no pickle switch: a file that needs one is converted once, by choice.
-        weights = load_weights_file(path, opt_in=f"`lrsa-seg convert {path} OUT.pt --allow-pickle`")
-        rank_zero_info(weights.describe())
-        load_into(self.model, weights, scope)
+        # Into the model the optimizer may already hold (the same tensors, on their device).
+        pretrained = load_pretrained(
+            source,
+            h.model,
+            scope=scope,
+            opt_in=f"`lrsa-seg convert {source} OUT_DIR --allow-pickle`",
+            into=self.model,
+        )
+        rank_zero_info(pretrained.checkpoint.describe())
+        self.starting_weights, self.starting_weights_record = None, pretrained.checkpoint.record()
+
+    def on_fit_start(self) -> None:
+        """Load the starting weights unless a checkpoint was restored (it replaces them); validate/test/predict too."""
+        self.load_starting_weights()
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start  # a no-op once loaded
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what inference needs beside the weights, and computed class weights.
@@ -262,19 +273,30 @@ class SemanticSegmentationTask(L.LightningModule):
         Inference needs the model name and kwargs, classes, palette and preprocessing. The
         median-frequency weights stay outside the state dict, which weight loaders read strictly.
         """
-        dataset_class = getattr(self.trainer.datamodule, "dataset_class", None)
-        checkpoint[CHECKPOINT_KEY] = task_record(self.hparams, getattr(dataset_class, "palette", None))
+        dataset_class = getattr(getattr(self.trainer, "datamodule", None), "dataset_class", None)
+        record = record_from_hparams(
+            self.hparams, getattr(dataset_class, "palette", None), getattr(dataset_class, "__name__", None)
+        )
+        record["provenance"] = {
+            "starting_weights": self.starting_weights_record,
+            "data_license": getattr(dataset_class, "license", "") or None,
+        }
+        checkpoint[CHECKPOINT_KEY] = record
         if self.hparams.get("class_weights") == MEDIAN_FREQUENCY and self.criterion.class_weight is not None:
             checkpoint[CLASS_WEIGHTS_KEY] = self.criterion.class_weight.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take the checkpoint's median-frequency weights; resume 0.1 optimizer groups as today's.
+        """Drop the starting weights; take the checkpoint's median-frequency weights; resume 0.1 groups as today's.
 
         The saved weights replace those computed at ``setup``, so a resumed run trains with the
         loss it started with. Checkpoints written with the 0.1 optimizer groups (norms first) are
         moved to today's groups.
         """
         h = self.hparams
+        # The checkpoint replaces the starting weights: never open them; carry their record on.
+        self.starting_weights = None
+        record = checkpoint.get(CHECKPOINT_KEY) or {}
+        self.starting_weights_record = (record.get("provenance") or {}).get("starting_weights")
         saved_weights = checkpoint.get(CLASS_WEIGHTS_KEY)
         if h.get("class_weights") == MEDIAN_FREQUENCY and saved_weights is not None:
             self.criterion.class_weight = torch.tensor(saved_weights, dtype=torch.float32, device=self.device)
@@ -370,33 +392,21 @@ class SemanticSegmentationTask(L.LightningModule):
         self.log_dict({f"{split}/IoU/{name}": value for name, value in zip(self.class_names, iou.float())})
         self.log_dict({f"{split}/Acc/{name}": value for name, value in zip(self.class_names, accuracy.float())})
 
-    def _start_eval(self) -> None:
+    def on_validation_epoch_start(self) -> None:
+        """Fuse the current weights for this validation (and test, and prediction)."""
         if self.hparams.fused_eval:
             self._fused = (fuse_for_inference(self.model),)
 
-    def _end_eval(self) -> None:
-        self._fused = ()
-
-    def on_validation_epoch_start(self) -> None:
-        """Fuse the current weights for this validation."""
-        self._start_eval()
-
-    def on_test_epoch_start(self) -> None:
-        """Fuse the weights for testing."""
-        self._start_eval()
-
-    def on_predict_epoch_start(self) -> None:
-        """Fuse the weights for prediction."""
-        self._start_eval()
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def on_validation_epoch_end(self) -> None:
         """Per-class IoU and accuracy (synced across processes by torchmetrics); drop the fused copy."""
-        self._end_eval()
+        self._fused = ()
         self._log_per_class("val", self.val_confusion)
 
     def on_test_epoch_end(self) -> None:
         """Per-class IoU and accuracy (and IoU by region size), synced across processes; drop the fused copy."""
-        self._end_eval()
+        self._fused = ()
         self._log_per_class("test", self.test_confusion)
         if self.test_size_iou is not None:
             by_size = self.test_size_iou.compute()
@@ -405,7 +415,7 @@ class SemanticSegmentationTask(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         """Drop the fused copy."""
-        self._end_eval()
+        self._fused = ()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``{"name", "image", "pred"}`` (labels ``(B, H, W)`` uint8); ``{"name", "error"}`` for a bad file."""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lrsa_seg import Segmenter
 from lrsa_seg.constants import IMAGE_MEAN, IMAGE_STD
-from lrsa_seg.errors import ConfigError
+from lrsa_seg.errors import CheckpointMismatchError, ConfigError
 from lrsa_seg.models import from_official
 
 from .test_weights import hub, official_classification, official_segmentation, put_in_hub, reference  # noqa: F401
@@ -64,5 +64,5 @@ def test_backbone_files_and_unknown_variants_are_refused(hub: Path, reference: d
         Segmenter.from_pretrained(put_in_hub(hub, "in1k.pth", official_classification(reference)))
     state_dict = official_segmentation(reference)["state_dict"]
     state_dict["backbone.block1.1.cpe.weight"] = state_dict["backbone.block1.0.cpe.weight"]  # fits no variant
-    with pytest.raises(ConfigError, match="does not say which variant"):
+    with pytest.raises(CheckpointMismatchError, match="does not say which variant"):
         Segmenter.from_pretrained(put_in_hub(hub, "odd.pth", {"state_dict": state_dict}))

@@ -1,4 +1,4 @@
-"""One weight loader for every source and format: an offline Hub cache of official files made from the reference."""
+"""One loading path for every source and format: an offline Hub cache of official files made from the reference."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ import torch
 
 from lrsa_seg.cli import main
 from lrsa_seg.errors import CheckpointError, CheckpointMismatchError
-from lrsa_seg.models import create_model
-from lrsa_seg.models.official import official_key_to_ours, ours_key_to_official
-from lrsa_seg.weights import (
+from lrsa_seg.models import PRETRAINED, create_model, load_pretrained, read_checkpoint
+from lrsa_seg.models.checkpoint import (
     LIGHTNING,
     OFFICIAL_CLASSIFICATION,
     OFFICIAL_SEGMENTATION,
-    OURS,
-    load_weights_file,
+    SAVED,
 )
+from lrsa_seg.models.official import official_key_to_ours, ours_key_to_official
 
 from .conftest import DATA
 
@@ -86,7 +85,8 @@ def test_key_names_map_back_to_the_official_ones() -> None:
 
 def test_official_segmentation_from_the_hub_matches_the_reference(hub: Path, reference: dict) -> None:
     source = put_in_hub(hub, "seg/lrformer_test.pth", official_segmentation(reference))
-    weights = load_weights_file(source)
+    pretrained = load_pretrained(source)
+    weights = pretrained.checkpoint
     assert weights.format == OFFICIAL_SEGMENTATION and weights.model == "lrformer_test"
     assert weights.describe() == f"{source}: {OFFICIAL_SEGMENTATION} (lrformer_test, 5 classes), 245 tensors"
     model = create_model("lrformer_test", weights=source).eval()  # 5 classes, from the file
@@ -97,7 +97,7 @@ def test_official_segmentation_from_the_hub_matches_the_reference(hub: Path, ref
 @pytest.mark.parametrize(("wrapper", "prefix"), [("model", "module."), ("state_dict", "backbone."), ("bare", "")])
 def test_imagenet_backbone_under_a_new_head(hub: Path, reference: dict, wrapper: str, prefix: str) -> None:
     source = put_in_hub(hub, "in1k.pth", official_classification(reference, wrapper, prefix))
-    weights = load_weights_file(source)
+    weights = read_checkpoint(source)
     assert weights.format == OFFICIAL_CLASSIFICATION and not weights.has_head
     assert "backbone only" in weights.describe() and "175 tensors" in weights.describe()
     model = create_model("lrformer_test", num_classes=7, weights=source, weights_scope="backbone").eval()
@@ -124,8 +124,8 @@ def test_only_allowlisted_extras_load_without_pickle(tmp_path: Path, reference: 
     path = tmp_path / "dated.pth"
     torch.save({**official_classification(reference), "date": datetime.date(2025, 1, 1)}, path)
     with pytest.raises(CheckpointError, match="arbitrary unpickling"):
-        load_weights_file(path)
-    assert load_weights_file(path, allow_pickle=True).format == OFFICIAL_CLASSIFICATION
+        read_checkpoint(path)
+    assert read_checkpoint(path, allow_pickle=True).format == OFFICIAL_CLASSIFICATION
 
 
 def test_bad_files_are_one_line_naming_them(hub: Path, reference: dict, tmp_path: Path, capsys) -> None:
@@ -139,25 +139,26 @@ def test_bad_files_are_one_line_naming_them(hub: Path, reference: dict, tmp_path
     }
     assert good
     for source, expected in cases.items():
-        assert main(["convert", source, str(tmp_path / "out.pt")]) == 2
+        assert main(["convert", source, str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {source}") and expected in err and err.count("\n") == 1, err
-    assert "HF_HUB_OFFLINE is set" in err and not (tmp_path / "out.pt").exists()
+    assert "HF_HUB_OFFLINE is set" in err and not (tmp_path / "out").exists()
 
 
 def test_convert_fills_in_the_dataset(hub: Path, reference: dict, tmp_path: Path, capsys) -> None:
-    from datamodules import ADE20K
-
     source = put_in_hub(hub, "ade.pth", official_segmentation(reference, num_classes=150))
-    assert main(["convert", source, str(tmp_path / "ade.pt")]) == 0
+    assert main(["convert", source, str(tmp_path / "ade")]) == 0
     out = capsys.readouterr().out
     assert f"{source}: {OFFICIAL_SEGMENTATION} (lrformer_test, ADE20K, 150 classes), 245 tensors" in out
-    converted = torch.load(tmp_path / "ade.pt", weights_only=True)
-    assert converted["format"] == OURS and converted["model"] == "lrformer_test"
-    meta = converted["metadata"]
-    assert meta["class_names"] == list(ADE20K.classes) and meta["palette"][:2] == [list(c) for c in ADE20K.palette[:2]]
+    config = json.loads((tmp_path / "ade" / "config.json").read_text())
+    assert config["format"] == "lrsa-seg" and config["model"] == "lrformer_test"
+    meta, released = config["metadata"], PRETRAINED["lrformer_t.ade20k"]
+    assert meta["class_names"] == list(released.class_names)
+    assert meta["palette"][:2] == [[120, 120, 120], [180, 120, 120]]
     assert meta["base_size"] == [2048, 512] and meta["size_multiple"] == 32 and meta["value_scale"] == 255.0
-    assert load_weights_file(tmp_path / "ade.pt").format == OURS
+    assert read_checkpoint(tmp_path / "ade").format == SAVED
+    card = (tmp_path / "ade" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: lrsa-seg" in card and "ADE20K" in card
 
 
 def test_lightning_checkpoint_carries_the_inference_record(tmp_path: Path, reference: dict) -> None:
@@ -171,10 +172,11 @@ def test_lightning_checkpoint_carries_the_inference_record(tmp_path: Path, refer
     checkpoint = {"pytorch-lightning_version": "2.6.0", "state_dict": task.state_dict()}
     task.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "task.ckpt")
-    weights = load_weights_file(tmp_path / "task.ckpt")
+    weights = read_checkpoint(tmp_path / "task.ckpt")
     assert weights.format == LIGHTNING and weights.model == "lrformer_test"
-    assert weights.metadata["class_names"] == list(CamVid.classes)
+    assert weights.metadata["class_names"] == list(CamVid.classes) and weights.metadata["dataset"] == "CamVid"
     assert weights.metadata["palette"][0] == list(CamVid.palette[0])
+    assert weights.provenance["data_license"].startswith("CC BY-NC 4.0")
 
 
 def test_urls_are_downloaded_once(tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +192,7 @@ def test_urls_are_downloaded_once(tmp_path: Path, reference: dict, monkeypatch: 
     monkeypatch.setattr("torch.hub.download_url_to_file", fake_download)
     url = "https://example.org/models/seg.pth"
     for _ in range(2):
-        assert load_weights_file(url).format == OFFICIAL_SEGMENTATION
+        assert read_checkpoint(url).format == OFFICIAL_SEGMENTATION
     assert calls == [url]
 
     def no_network(url: str, dst: str, progress: bool = True) -> None:
@@ -198,7 +200,7 @@ def test_urls_are_downloaded_once(tmp_path: Path, reference: dict, monkeypatch: 
 
     monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
     with pytest.raises(CheckpointError, match=r"download it by hand and put it at .*torch/hub/checkpoints/other\.pth"):
-        load_weights_file("https://example.org/models/other.pth")
+        read_checkpoint("https://example.org/models/other.pth")
 
 
 def test_weights_list(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -210,3 +212,6 @@ def test_weights_list(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr("huggingface_hub.list_repo_files", lambda repo_id, revision=None: ["b.pth", "a.pth"])
     assert main(["weights", "list", "--repo", REPO_ID]) == 0
     assert capsys.readouterr().out.splitlines() == [f"hf://{REPO_ID}/a.pth", f"hf://{REPO_ID}/b.pth"]
+    assert main(["weights", "released"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(PRETRAINED) == 12 and lines[0].startswith("lrformer_t.ade20k\t150 classes")

@@ -5,27 +5,27 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
-from ..models import create_model, fuse_for_inference, list_models
+from ..models import create_model, fuse_for_inference, list_models, load_pretrained
 from ..models.export import export_onnx, onnx_max_abs_diff
-from ..models.weights import load_state_dict_checked
-from ..weights import read_weights
 from .common import ToolParser, add_size_argument, fail, sizes_of
 
 
 def build_for_export(
     name: str, weights: str | None = None, num_classes: int | None = None, fuse: bool = False
 ) -> nn.Module:
-    """A registered segmentor in eval mode, with ``weights`` (any format ``read_weights`` reads), fused or not."""
-    state_dict = None
-    if weights is not None:
-        state_dict = read_weights(weights)
-        if num_classes is None and "decode_head.classifier.weight" in state_dict:
-            num_classes = state_dict["decode_head.classifier.weight"].shape[0]
-    model = create_model(name, num_classes=num_classes)
+    """A registered segmentor in eval mode, with ``weights`` (any source ``load_pretrained`` reads), fused or not."""
+    if weights is None:
+        model = create_model(name, num_classes=num_classes)
+    else:
+        pretrained = load_pretrained(weights, name, num_classes=num_classes)
+        if not pretrained.checkpoint.has_head:
+            raise ConfigError(
+                f"--weights {weights}: {pretrained.checkpoint.format} holds only a backbone; export "
+                "needs a segmentation model (its head would be random)"
+            )
+        model = pretrained.model
     if not hasattr(model, "decode_head"):
         raise ConfigError(f"--model {name!r} is not a segmentation model")
-    if state_dict is not None:
-        load_state_dict_checked(model, state_dict, source=str(weights))
     model.eval()
     return fuse_for_inference(model) if fuse else model
 
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", required=True, choices=[m for m in list_models() if not m.endswith("_cls")], help="segmentor"
     )
-    parser.add_argument("--weights", default=None, help="weights file (lrsa-seg, Lightning or official checkpoint)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights: a saved model folder, hf:// address, Lightning or official checkpoint",
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="output classes (None: from --weights, else 150)")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="output format")
     parser.add_argument("--output", required=True, help="the .onnx file to write")

@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         raise DatasetError(f"--input: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input}")
     segmenter = Segmenter.from_pretrained(
-        args.weights, args.model, args.device, args.precision, args.mode, allow_pickle=args.allow_pickle
+        args.weights,
+        args.model,
+        args.device,
+        args.precision,
+        args.mode,
+        batch_size=args.batch_size,
+        allow_pickle=args.allow_pickle,
     )
     root = args.input if args.input.is_dir() else args.input.parent
     skipped = []

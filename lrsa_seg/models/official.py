@@ -14,9 +14,6 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointMismatchError
-from .registry import build_segmentor
-from .segmentor import Segmentor
-from .weights import load_state_dict_checked, short_list
 
 # Renames inside a block, (official, lrsa-seg). The head's q/kv are plain convs (no ".0."), so
 # only the backbone's change.
@@ -98,7 +95,8 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
             value = value.flatten(1)
         out[new] = value
     if unknown:
-        raise CheckpointMismatchError(f"not LRFormer keys (unexpected): {short_list(unknown)}")
+        more = f" ... and {len(unknown) - 12} more" if len(unknown) > 12 else ""
+        raise CheckpointMismatchError(f"not LRFormer keys (unexpected): {', '.join(unknown[:12])}{more}")
     return out
 
 
@@ -142,19 +140,3 @@ _OFFICIAL_MARKERS = ("patch_embed1.", "block1.0.", "d_convs1.", "decode_head.fus
 def is_official(keys: list[str]) -> bool:
     """Whether ``keys`` use the official release's names (``patch_embed1.``, ``block1.0.`` ...)."""
     return any(marker in key for key in keys for marker in _OFFICIAL_MARKERS)
-
-
-def from_official(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> Segmentor:
-    """Build the model of an official config and load an official ``state_dict`` strictly.
-
-    Args:
-        config: ``{"backbone": {...}, "decode_head": {...}}``, the official constructor arguments.
-        state_dict: official keys (``backbone.*``, ``decode_head.*``).
-
-    Returns:
-        The :class:`Segmentor` in eval mode. Raises ``CheckpointMismatchError`` naming missing
-        and unexpected keys and shape mismatches.
-    """
-    model = build_segmentor(**official_config_to_kwargs(config))
-    load_state_dict_checked(model, convert_official_state_dict(state_dict))
-    return model.eval()

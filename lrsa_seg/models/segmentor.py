@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .head import LRHead
 from .lrformer import LRFormer
+from .sharing import push_to_hub, save_pretrained
 
 
 class Segmentor(nn.Module):
     """``model(x)`` gives logits at the input's ``H x W``.
 
     ``model.backbone(x)`` gives the four stage maps, ``model.decode_head(features)`` the
-    stride-8 logits.
+    stride-8 logits. A model built by the registry knows its name and arguments
+    (``model.config``), so that :meth:`save_pretrained` can write it as the Hub keeps models.
     """
 
     def __init__(self, backbone: LRFormer, decode_head: LRHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.decode_head = decode_head
+        self.config: dict[str, Any] = {}
+
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike[str],
+        metadata: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and a model card (:mod:`lrsa_seg.models.sharing`).
+
+        Read it back with ``lrsa_seg.models.load_pretrained(folder)``, ``create_model(weights=folder)``
+        or ``Segmenter.from_pretrained(folder)``.
+        """
+        return save_pretrained(self, folder, metadata, provenance, metrics)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        private: bool = False,
+    ) -> str:
+        """:meth:`save_pretrained` to the Hub repository ``repo_id`` (created if absent); returns the commit URL."""
+        return push_to_hub(self, repo_id, metadata, provenance, metrics, private)
 
     @property
     def num_classes(self) -> int:

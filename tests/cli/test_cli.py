@@ -113,13 +113,17 @@ def test_weights_initialisation(camvid_root: Path, tmp_path: Path) -> None:
     ref = torch.load(TESTS / "data" / "lrformer_tiny_pool16.pt", weights_only=True)
     official = tmp_path / "official.pth"
     torch.save({"state_dict": ref["state_dict"], "meta": {}}, official)
-    # Same classes: the whole model loads strictly.
+    # Same classes: the whole model loads strictly, when fitting (or evaluating) starts.
     task = SemanticSegmentationTask("lrformer_test", num_classes=5, weights=str(official))
+    assert not torch.equal(task.model.decode_head.classifier.bias, ref["state_dict"]["decode_head.conv_seg.bias"])
+    task.load_starting_weights()
     assert torch.equal(task.model.decode_head.classifier.bias, ref["state_dict"]["decode_head.conv_seg.bias"])
+    assert task.starting_weights_record["source"] == str(official) and len(task.starting_weights_record["sha256"]) == 64
     # Other classes: strict fails naming the classifier; the backbone scope loads.
     with pytest.raises(ValueError, match="decode_head.conv_seg.weight"):  # named as the file names it
-        SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(official))
+        SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(official)).load_starting_weights()
     task = SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(official), weights_scope="backbone")
+    task.load_starting_weights()
     key = "backbone.block1.0.attn.q.0.weight"
     assert torch.equal(task.model.backbone.stages[0].blocks[0].attn.q.weight, ref["state_dict"][key])
     # A backbone-only official state dict (no prefix) loads into the backbone strictly.
@@ -128,6 +132,7 @@ def test_weights_initialisation(camvid_root: Path, tmp_path: Path) -> None:
         {k[len("backbone.") :]: v for k, v in ref["state_dict"].items() if k.startswith("backbone.")}, backbone_only
     )
     task = SemanticSegmentationTask("lrformer_test", num_classes=11, weights=str(backbone_only))
+    task.load_starting_weights()
     assert torch.equal(task.model.backbone.stages[0].blocks[0].attn.q.weight, ref["state_dict"][key])
 
 

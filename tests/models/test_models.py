@@ -58,9 +58,10 @@ def test_manifest_rejects_missing_and_misshapen_keys() -> None:
     state_dict = {k: torch.zeros(v["shape"]) for k, v in manifest["keys"].items()}
     del state_dict["backbone.block3.2.attn.kv.0.weight"]
     state_dict["decode_head.conv_seg.weight"] = torch.zeros(19, 256, 1, 1)
-    with pytest.raises(ValueError, match=r"missing keys.*stages\.2\.blocks\.2\.attn\.kv\.weight") as err:
+    # Named as the official file names them (issue 21: every entry point, from_official included).
+    with pytest.raises(ValueError, match=r"missing keys \(1\): backbone\.block3\.2\.attn\.kv\.0\.weight;") as err:
         from_official(manifest["config"], state_dict)
-    assert "shape mismatches" in str(err.value) and "classifier.weight" in str(err.value)
+    assert "shape mismatches (1): decode_head.conv_seg.weight: checkpoint (19, 256, 1, 1)" in str(err.value)
 
 
 def test_pooled_grid_and_pyramid_rules() -> None:

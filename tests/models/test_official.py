@@ -1,7 +1,8 @@
-"""The converter: official checkpoints in, lrsa-seg weights out, clear errors on bad files."""
+"""The converter: official checkpoints in, saved models (safetensors + config.json) out, clear errors on bad files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,9 @@ import torch
 
 from lrsa_seg.cli import main
 from lrsa_seg.errors import CheckpointError
-from lrsa_seg.models import create_model, from_official
+from lrsa_seg.models import create_model, from_official, read_checkpoint
 from lrsa_seg.models.official import official_key_to_ours
 from lrsa_seg.task import SemanticSegmentationTask
-from lrsa_seg.weights import read_weights
 
 from ..conftest import DATA
 
@@ -41,37 +41,40 @@ def _tiny_official_like_lrformer_test(reference: dict) -> dict:
 
 
 def test_convert_round_trip(tmp_path: Path, reference: dict) -> None:
-    src, dst = tmp_path / "official.pth", tmp_path / "ours.pt"
+    src, dst = tmp_path / "official.pth", tmp_path / "ours"
     torch.save(_tiny_official_like_lrformer_test(reference), src)
     assert main(["convert", str(src), str(dst), "--model", "lrformer_test"]) == 0
-    converted = torch.load(dst, weights_only=True)
-    assert converted["model"] == "lrformer_test" and converted["model_kwargs"] == {"num_classes": 5}
-    model = create_model("lrformer_test", **converted["model_kwargs"])
-    model.load_state_dict(converted["state_dict"], strict=True)
-    model.eval()
+    assert sorted(p.name for p in dst.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((dst / "config.json").read_text())
+    assert config["model"] == "lrformer_test" and config["model_kwargs"] == {"num_classes": 5}
+    assert config["metadata"]["class_names"] == ["a", "b", "c", "d", "e"]  # from the official meta
+    assert config["provenance"]["weights"]["source"] == str(src)
+    model = create_model("lrformer_test", weights=dst).eval()
     direct = from_official(reference["config"], reference["state_dict"])
     with torch.no_grad():
         assert torch.equal(model(reference["input"]), direct(reference["input"]))
     assert (model(reference["input"]) - reference["logits_upsampled"]).abs().max() <= 1e-5
-    # The converted file, the official file and the bare state dict all read to the same weights.
-    for path in (dst, src):
-        weights = read_weights(path)
-        assert weights.keys() == converted["state_dict"].keys()
+    # The saved folder, the official file and the bare state dict all read to the same weights.
+    torch.save(reference["state_dict"], tmp_path / "bare.pth")
+    saved = read_checkpoint(dst).state_dict
+    for path in (src, tmp_path / "bare.pth"):
+        weights = read_checkpoint(path).state_dict
+        assert weights.keys() == saved.keys() and all(torch.equal(weights[k], saved[k]) for k in saved)
 
 
 def test_convert_bare_state_dict(tmp_path: Path, reference: dict) -> None:
     src = tmp_path / "bare.pth"
     torch.save(reference["state_dict"], src)
-    assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_test"]) == 0
+    assert main(["convert", str(src), str(tmp_path / "o"), "--model", "lrformer_test"]) == 0
 
 
 def test_convert_wrong_model_names_mismatches(tmp_path: Path, reference: dict, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "official.pth"
     torch.save(_tiny_official_like_lrformer_test(reference), src)
-    assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_t"]) == 2
+    assert main(["convert", str(src), str(tmp_path / "o"), "--model", "lrformer_t"]) == 2
     out = capsys.readouterr().err
     assert str(src) in out and "shape mismatches" in out and "missing keys" in out
-    assert not (tmp_path / "o.pt").exists()
+    assert not (tmp_path / "o").exists()
 
 
 def test_convert_truncated_file(tmp_path: Path, reference: dict, capsys: pytest.CaptureFixture) -> None:
@@ -79,7 +82,7 @@ def test_convert_truncated_file(tmp_path: Path, reference: dict, capsys: pytest.
     torch.save(_tiny_official_like_lrformer_test(reference), src)
     data = src.read_bytes()
     src.write_bytes(data[: len(data) // 2])
-    assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_test"]) == 2
+    assert main(["convert", str(src), str(tmp_path / "o"), "--model", "lrformer_test"]) == 2
     out = capsys.readouterr().err
     assert str(src) in out and "truncated or corrupt" in out
 
@@ -90,7 +93,7 @@ def test_convert_missing_keys_named(tmp_path: Path, reference: dict, capsys: pyt
     state_dict["backbone.extra.weight"] = torch.zeros(1)
     src = tmp_path / "partial.pth"
     torch.save(state_dict, src)
-    assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_test"]) == 2
+    assert main(["convert", str(src), str(tmp_path / "o"), "--model", "lrformer_test"]) == 2
     out = capsys.readouterr().err
     assert "backbone.extra.weight" in out
 
@@ -98,7 +101,7 @@ def test_convert_missing_keys_named(tmp_path: Path, reference: dict, capsys: pyt
 def test_pickle_needing_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "pickled.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"obj": Path("x")}}, src)
-    assert main(["convert", str(src), str(tmp_path / "o.pt"), "--model", "lrformer_test"]) == 2
+    assert main(["convert", str(src), str(tmp_path / "o"), "--model", "lrformer_test"]) == 2
     out = capsys.readouterr().err
     assert "needs arbitrary unpickling" in out and "--allow-pickle" in out
 
@@ -107,7 +110,7 @@ def test_training_weights_needing_pickle_point_to_convert(tmp_path: Path) -> Non
     # fit has no pickle switch, so the error must name the one command that allows it.
     src = tmp_path / "pickled.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"obj": Path("x")}}, src)
-    task = SemanticSegmentationTask(model="lrformer_test", num_classes=3)
-    expected = rf"{src} holds objects .*`lrsa-seg convert {src} OUT.pt .*--allow-pickle`"
+    task = SemanticSegmentationTask(model="lrformer_test", num_classes=3, weights=str(src))
+    expected = rf"{src} holds objects .*`lrsa-seg convert {src} OUT_DIR .*--allow-pickle`"
     with pytest.raises(CheckpointError, match=expected):
-        task.load_weights(str(src))
+        task.load_starting_weights()

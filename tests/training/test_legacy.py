@@ -15,9 +15,7 @@ import torch
 
 from lrsa_seg.cli import main
 from lrsa_seg.models import create_model
-from lrsa_seg.models.weights import load_state_dict_checked
 from lrsa_seg.training.optim import norm_first_groups, parameter_groups, regroup_optimizer_state
-from lrsa_seg.weights import read_weights
 
 from ..conftest import DATA, TESTS
 
@@ -49,8 +47,8 @@ def test_legacy_checkpoint_resumes_with_its_data_position(caplog: pytest.LogCapt
 
 
 def test_legacy_checkpoint_loads_as_weights() -> None:
-    model = create_model("lrformer_test", num_classes=11, head_pooled_size=8)
-    load_state_dict_checked(model, read_weights(LEGACY), source=str(LEGACY))
+    model = create_model("lrformer_test", weights=LEGACY)  # classes and head pooled size from its hyper-parameters
+    assert model.num_classes == 11 and model.config["model_kwargs"]["head_pooled_size"] == 8
 
 
 def test_legacy_optimizer_state_moves_to_todays_groups_by_parameter() -> None:
