@@ -38,6 +38,8 @@ class SemanticSegmentationTask(L.LightningModule):
         pooled_sizes: backbone LRSA pooled size, one int or one per stage (None: the variant's 16).
         head_pooled_size: LRHead LRSA pooled size (None: the variant's 32).
         drop_path_rate: stochastic depth (None: the variant's).
+        init_scheme: how a new model's weights are drawn: ``"official"`` (the release's scheme) or
+            ``"fan_out"`` (lrsa-seg 0.1's: every conv normal(0, sqrt(2 / fan_out)), zero bias).
         weights: starting weights, any source :func:`~lrsa_seg.models.load_pretrained` reads, loaded
             strictly when fit/validate/test/predict starts unless a checkpoint is restored then. Not
             a hyper-parameter: checkpoints record it (source, SHA-256, format) and never open it again.
@@ -99,6 +101,7 @@ class SemanticSegmentationTask(L.LightningModule):
         pooled_sizes: int | list[int] | None = None,
         head_pooled_size: int | None = None,
         drop_path_rate: float | None = None,
+        init_scheme: Literal["official", "fan_out"] = "official",
         weights: str | None = None,
         weights_scope: Literal["auto", "backbone"] = "auto",
         class_names: list[str] | None = None,
@@ -171,6 +174,7 @@ class SemanticSegmentationTask(L.LightningModule):
         overrides: dict[str, Any] = {name: h[name] for name in checks if h[name] is not None}
         if isinstance(h.pooled_sizes, list):
             overrides["pooled_sizes"] = tuple(h.pooled_sizes)
+        overrides["init_scheme"] = h.init_scheme
         try:
             self.model = create_model(h.model, num_classes=h.num_classes, **overrides)
         except ValueError as err:

@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .head import LRHead
 from .layers import ConvBNReLU, LayerNorm2d, LayerScale2d
 from .lrformer import Block, Downsample, LRFormer, Stage, Stem
-from .lrsa import LowResolutionSelfAttention, pooled_grid
+from .lrsa import LowResolutionSelfAttention, ResizePlan, pooled_grid, resize_plan
 from .pooling import adaptive_avg_pool2d_multi
 from .segmentor import Segmentor
 
@@ -111,17 +111,20 @@ def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def upsample_attention(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+def upsample_attention(x: torch.Tensor, size: torch.Size | tuple[int, int] | ResizePlan) -> torch.Tensor:
     """LRSA's last step: the low-resolution result ``(B, C, h, w)`` bilinearly to ``size``.
 
-    Its own name, looked up at call time, so the profiler can time exactly this step
-    (:func:`lrsa_seg.models.profiling.attention_upsampling_share`).
+    ``size`` is the map's ``(H, W)``, or the exact shortcut's :class:`~lrsa_seg.models.lrsa.ResizePlan`
+    when ``x`` holds only the grid cells it keeps. Its own name, looked up at call time, so the
+    profiler can time exactly this step (:func:`lrsa_seg.models.profiling.attention_upsampling_share`).
     """
+    if isinstance(size, ResizePlan):
+        return size.resize(x)
     return _resize(x, size)
 
 
 class FusedAttention(nn.Module):
-    """LRSA returning the low-resolution result ``(B, C, h, w)``; the caller upsamples and adds.
+    """LRSA in eval, folded: ``(B, C, H, W)`` -> the attention map ``(B, C, H, W)``; the caller adds it.
 
     ``in_scale`` / ``in_shift`` (head blocks): the BatchNorm that precedes the attention, applied
     to the pooled grids. ``attn.proj`` carries the block's LayerScale.
@@ -136,6 +139,7 @@ class FusedAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads, self.pooled_size, self.level_sizes = attn.num_heads, attn.pooled_size, attn.level_sizes
+        self.exact_shortcut = attn.exact_shortcut
         self._level_convs = (level_convs,) if level_convs is not None else ()
         self.q, self.kv, self.norm = copy.deepcopy(attn.q), copy.deepcopy(attn.kv), copy.deepcopy(attn.norm)
         self.proj = _scaled(attn.proj, gamma)
@@ -146,14 +150,17 @@ class FusedAttention(nn.Module):
             self.register_buffer("in_shift", shift.float().view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` -> ``(B, C, h, w)`` on the pooled query grid."""
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``: attended on the pooled grid, upsampled to the map."""
         batch, channels, height, width = x.shape
         heads = self.num_heads
         grid = pooled_grid(height, width, self.pooled_size)
         pooled = adaptive_avg_pool2d_multi(x, [grid, *(pooled_grid(height, width, s) for s in self.level_sizes)])
         if self.affine:
             pooled = [p * self.in_scale + self.in_shift for p in pooled]
-        q = self.q(pooled[0].flatten(2).transpose(1, 2))
+        plan = resize_plan(height, width, grid, x) if self.exact_shortcut else None
+        queries = plan.gather(pooled[0]) if plan is not None else pooled[0]  # the cells the resize reads
+        kept = queries.shape[-2:]
+        q = self.q(queries.flatten(2).transpose(1, 2))
         q = q.reshape(batch, -1, heads, channels // heads).transpose(1, 2)
         levels = []
         for i, level in enumerate(pooled[1:]):
@@ -169,8 +176,9 @@ class FusedAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(batch, -1, channels))
-        out = out.reshape(batch, *grid, channels).permute(0, 3, 1, 2)  # channels-last memory
-        return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+        out = out.reshape(batch, *kept, channels).permute(0, 3, 1, 2)  # channels-last memory
+        out = out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+        return upsample_attention(out, plan if plan is not None else (height, width))
 
 
 class FusedBlock(nn.Module):
@@ -196,7 +204,7 @@ class FusedBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> same."""
         x = self.cpe(x)  # x + cpe(x)
-        x.add_(upsample_attention(self.attn(self.norm1(x)), x.shape[-2:]))
+        x.add_(self.attn(self.norm1(x)))
         normed = self.norm2(x)
         if _onednn_fusion(x):
             # fc1 with GELU and fc2 with the residual add as oneDNN post-ops: the wide hidden

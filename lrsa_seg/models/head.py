@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBNReLU, init_weights
+from .layers import ConvBNReLU, InitScheme, check_init_scheme, init_conv_bn_relu, init_weights
 from .lrformer import Block
 
 
@@ -27,6 +27,8 @@ class LRHead(nn.Module):
         pooled_size: LRSA pooled size of the head (32 in the released models).
         dropout: Dropout2d before the classifier.
         qkv_bias: bias in the LRSA query and key/value projections.
+        init_scheme: how the weights are drawn, ``"official"`` (the release's) or ``"fan_out"``
+            (the former default); see :data:`~lrsa_seg.models.layers.InitScheme`.
 
     Shapes: four maps ``(B, C_i, H_i, W_i)`` -> logits ``(B, num_classes, H_1, W_1)`` (stride 8).
     """
@@ -41,8 +43,10 @@ class LRHead(nn.Module):
         pooled_size: int = 32,
         dropout: float = 0.1,
         qkv_bias: bool = True,
+        init_scheme: InitScheme = "official",
     ) -> None:
         super().__init__()
+        check_init_scheme(init_scheme)
         if len(in_channels) != 4:
             raise ValueError(f"LRHead needs the 4 stage widths, got {list(in_channels)}")
         if num_classes < 1:
@@ -59,9 +63,19 @@ class LRHead(nn.Module):
         self.block2 = block()
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-        self.apply(init_weights)
-        # Small logits at the start (as mmseg's decode heads): loss starts near log(num_classes).
+        self.apply(lambda m: init_weights(m, init_scheme))
+        if init_scheme == "official":
+            # The release's squeezes are mmcv ConvModules, which draw their own conv (kaiming
+            # fan-out) and set their BN; its LRSA query is a 1x1 conv, left at PyTorch's default,
+            # which draws the same distribution as nn.Linear's default (kaiming-uniform a=sqrt(5)).
+            init_conv_bn_relu(self.squeeze1)
+            init_conv_bn_relu(self.squeeze2)
+            self.block1.attn.q.reset_parameters()
+            self.block2.attn.q.reset_parameters()
+        # Small logits at the start (mmseg's decode heads, normal std 0.01, zero bias on conv_seg):
+        # the loss starts near log(num_classes).
         nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Four stage maps -> stride-8 logits ``(B, num_classes, H_1, W_1)``."""

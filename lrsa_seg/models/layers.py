@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,14 +71,56 @@ class ConvBNReLU(nn.Sequential):
         self.act = nn.ReLU(inplace=True)
 
 
-def init_weights(module: nn.Module) -> None:
-    """Transformer convention: truncated-normal linears, fan-out normal convs, zero biases."""
+InitScheme = Literal["official", "fan_out"]
+"""How a new model's weights are drawn (``init_scheme`` of the model builders).
+
+``"official"``: what the authors' release trains from (yuhuan-wu/LRFormer, mmsegmentation):
+linears truncated normal (std 0.02) with zero biases, LayerNorm 1 / 0, and every plain
+convolution left at PyTorch's default (kaiming-uniform with ``a = sqrt(5)``, uniform bias): the
+release comments its conv rule out. The head's ``ConvModule`` squeezes get mmcv's kaiming
+fan-out normal, its classifier normal(0, 0.01). ``"fan_out"``: this project's former default,
+every convolution normal(0, sqrt(2 / fan_out)) (fan-out divided by the groups) with zero bias.
+"""
+
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+
+
+def check_init_scheme(scheme: str) -> None:
+    """Raise ``ValueError`` naming the choices for an unknown scheme."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init_scheme must be one of {list(INIT_SCHEMES)}, got {scheme!r}")
+
+
+def init_weights(module: nn.Module, scheme: InitScheme = "official") -> None:
+    """Initialise ``module`` itself (not its children; use ``model.apply``) by ``scheme``.
+
+    Both schemes: linears truncated normal std 0.02 (cut at +-2, i.e. 100 std: in effect
+    normal) with zero bias, as the release's ``_init_weights`` / ``init_weights`` (``mmseg/
+    models/backbones/lrformer.py``, ``decode_heads/lr_head.py``); LayerNorm weight 1, bias 0.
+    ``"official"`` leaves convolutions as PyTorch made them; ``"fan_out"`` redraws them.
+    """
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
+    elif isinstance(module, nn.LayerNorm) and scheme == "official":
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d) and scheme == "fan_out":
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, std=(2.0 / fan_out) ** 0.5)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def init_conv_bn_relu(block: ConvBNReLU) -> None:
+    """Initialise a conv + BN + ReLU block as mmcv's ``ConvModule.init_weights`` does.
+
+    ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: std ``sqrt(2 / fan_out)`` with
+    PyTorch's fan-out ``out_channels * k * k`` (not divided by the groups); BatchNorm 1 / 0.
+    """
+    nn.init.kaiming_normal_(block.conv.weight, mode="fan_out", nonlinearity="relu")
+    if block.conv.bias is not None:
+        nn.init.zeros_(block.conv.bias)
+    nn.init.ones_(block.bn.weight)
+    nn.init.zeros_(block.bn.bias)

@@ -13,7 +13,15 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .layers import DropPath, LayerNorm2d, LayerScale2d, depthwise_conv3x3, init_weights
+from .layers import (
+    DropPath,
+    InitScheme,
+    LayerNorm2d,
+    LayerScale2d,
+    check_init_scheme,
+    depthwise_conv3x3,
+    init_weights,
+)
 from .lrsa import PYRAMID_BASE_SIZES, LowResolutionSelfAttention
 
 
@@ -201,6 +209,8 @@ class LRFormer(nn.Module):
         drop_path_rate: stochastic depth, growing linearly from 0 over all blocks.
         qkv_bias: bias in the LRSA query and key/value projections.
         in_channels: image channels.
+        init_scheme: how the weights are drawn, ``"official"`` (the release's) or ``"fan_out"``
+            (the former default); see :data:`~lrsa_seg.models.layers.InitScheme`.
 
     Attributes:
         out_channels: channels of the four outputs. ``strides``: their strides.
@@ -217,8 +227,10 @@ class LRFormer(nn.Module):
         drop_path_rate: float = 0.0,
         qkv_bias: bool = True,
         in_channels: int = 3,
+        init_scheme: InitScheme = "official",
     ) -> None:
         super().__init__()
+        check_init_scheme(init_scheme)
         num_stages = len(dims)
         for name, values in (("depths", depths), ("num_heads", num_heads), ("mlp_ratios", mlp_ratios)):
             if len(values) != num_stages:
@@ -246,7 +258,7 @@ class LRFormer(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(dims)
         self.strides = tuple(4 * 2**i for i in range(num_stages))
-        self.apply(init_weights)
+        self.apply(lambda m: init_weights(m, init_scheme))
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute blocks in backward to save activation memory."""
@@ -265,7 +277,8 @@ class LRFormer(nn.Module):
 class LRFormerClassifier(nn.Module):
     """ImageNet-style classifier on the LRFormer backbone: GAP -> LayerNorm -> linear.
 
-    ``(B, 3, H, W)`` -> ``(B, num_classes)``.
+    ``(B, 3, H, W)`` -> ``(B, num_classes)``. The linear is truncated normal (std 0.02) with a
+    zero bias under either init scheme.
     """
 
     def __init__(self, backbone: LRFormer, num_classes: int = 1000) -> None:

@@ -42,7 +42,8 @@ def pool_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor
     return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
-def _traced() -> bool:
+def is_traced() -> bool:
+    """Whether the code runs under ``torch.compile`` or an exporter (sizes may be symbolic)."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
@@ -79,13 +80,13 @@ def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     symbolic output sizes; the matrix form is built from the sizes at run time. ``x`` is
     ``(B, C, H, W)``.
     """
-    if not _traced():
+    if not is_traced():
         return F.adaptive_avg_pool2d(x, size)
     return pool_by_matmul(x, [size])[0]
 
 
 def adaptive_avg_pool2d_multi(x: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """:func:`adaptive_avg_pool2d` to several grids (one read of ``x`` when traced)."""
-    if not _traced():
+    if not is_traced():
         return [F.adaptive_avg_pool2d(x, size) for size in sizes]
     return pool_by_matmul(x, sizes)

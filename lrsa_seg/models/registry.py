@@ -25,6 +25,7 @@ from .checkpoint import (
     saved_model_checkpoint,
 )
 from .head import LRHead
+from .layers import InitScheme
 from .lrformer import LRFormer, LRFormerClassifier
 from .official import convert_official_state_dict, official_config_to_kwargs
 from .pretrained import inference_metadata, official_metadata
@@ -74,9 +75,13 @@ def build_segmentor(
     head_mlp_ratio: float = 4,
     head_pooled_size: int = 32,
     dropout: float = 0.1,
+    init_scheme: InitScheme = "official",
 ) -> Segmentor:
     """LRFormer backbone + LRHead; see :class:`LRFormer` and :class:`LRHead` for the arguments."""
-    backbone = LRFormer(dims, depths, num_heads, mlp_ratios, pooled_sizes, layer_scale_stages, drop_path_rate, qkv_bias)
+    backbone = LRFormer(
+        dims, depths, num_heads, mlp_ratios, pooled_sizes, layer_scale_stages, drop_path_rate, qkv_bias,
+        init_scheme=init_scheme,
+    )  # fmt: skip
     head = LRHead(
         backbone.out_channels,
         head_channels,
@@ -86,6 +91,7 @@ def build_segmentor(
         head_pooled_size,
         dropout,
         qkv_bias,
+        init_scheme=init_scheme,
     )
     return Segmentor(backbone, head)
 
@@ -100,9 +106,13 @@ def build_classifier(
     layer_scale_stages: Sequence[int] = (2, 3),
     drop_path_rate: float = 0.0,
     qkv_bias: bool = True,
+    init_scheme: InitScheme = "official",
 ) -> LRFormerClassifier:
     """LRFormer backbone + GAP/LN/linear classifier (pooled size 7, as for 224 x 224)."""
-    backbone = LRFormer(dims, depths, num_heads, mlp_ratios, pooled_sizes, layer_scale_stages, drop_path_rate, qkv_bias)
+    backbone = LRFormer(
+        dims, depths, num_heads, mlp_ratios, pooled_sizes, layer_scale_stages, drop_path_rate, qkv_bias,
+        init_scheme=init_scheme,
+    )  # fmt: skip
     return LRFormerClassifier(backbone, num_classes)
 
 

@@ -10,6 +10,7 @@ import torch
 from lrsa_seg.cli import main
 from lrsa_seg.models import create_model
 from lrsa_seg.models.flops import attention_macs, segformer_attention_macs
+from lrsa_seg.models.lrsa import set_exact_shortcut
 
 # lrformer_test: dims (16, 32, 48, 64), depths (1, 1, 2, 1), head 32 channels, 2 head blocks, all pooled 16.
 TEST_LRSA_DIMS = [16, 32, 48, 48, 64, 32, 32]
@@ -71,7 +72,8 @@ def test_lrsa_full_count_equals_hand_formula(lrformer_test: torch.nn.Module) -> 
 
 
 def test_lrsa_count_does_not_depend_on_resolution(lrformer_test: torch.nn.Module) -> None:
-    small, large = (attention_macs(lrformer_test, s, s)["attention_macs"] for s in (128, 1024))
+    # From 512 on every map is at least as large as its pooled grid (stage 4: 16 x 16).
+    small, large = (attention_macs(lrformer_test, s, s)["attention_macs"] for s in (512, 1024))
     assert small == large > 0
     # A 1:2 input keeps the aspect ratio in the pooled grid (16 x 32, pyramid 11 x 22 ...): 2x queries, 2x keys.
     wide = attention_macs(lrformer_test, 512, 1024, "core")["attention_macs"]
@@ -100,3 +102,17 @@ def test_segformer_needs_attention_flag(capsys: pytest.CaptureFixture) -> None:
         main(["flops", "--model", "segformer_b0"])
     assert exit_info.value.code == 2
     assert "--attention" in capsys.readouterr().err
+
+
+def test_lrsa_count_below_the_grid_counts_only_the_cells_the_resize_reads(lrformer_test: torch.nn.Module) -> None:
+    # At 128 stage 4 is 4 x 4 under a 16 x 16 grid; the bilinear resize back reads grid rows and
+    # columns 4o + 1 and 4o + 2 only, so the exact shortcut attends 8 x 8 queries instead of 256.
+    # (Stage 3's 8 x 8 map reads every cell of its 16 x 16 grid, the head's map is 16 x 16.)
+    large = attention_macs(lrformer_test, 1024, 1024, "core")["attention_macs"]
+    small = attention_macs(lrformer_test, 128, 128, "core")
+    assert small["attention_macs"] == large - 2 * (QUERIES - 8 * 8) * KEYS * 64
+    set_exact_shortcut(lrformer_test, False)
+    try:
+        assert attention_macs(lrformer_test, 128, 128, "core")["attention_macs"] == large
+    finally:
+        set_exact_shortcut(lrformer_test, True)

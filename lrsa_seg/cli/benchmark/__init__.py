@@ -23,10 +23,20 @@ reference in :mod:`lrsa_seg.models.reference`), ``lrformer_t_onnx``
 (the fused model exported to ONNX, run by onnxruntime), ``segformer_b0`` ... ``segformer_b2``
 (Hugging Face ``transformers``, random init, logits upsampled to the input size as ours are).
 Inference-only models are skipped in training mode.
+
+Pooled sizes (``--modes pooled``): the training step (forward + backward + AdamW) of
+``--pooled-model`` with its backbone's LRSA pooled size set to each of ``--pooled-sizes`` in all
+four stages (the pool-size ablation's models; the head's pooled size ``--pooled-head-size``,
+drop path off, as in the quickstart), at ``--train-sizes`` / ``--train-batch``, timed
+round-robin in one run and reported as ratios to pooled size 16 (always included). The
+quickstart's: ``--modes pooled --train-sizes 176 224 --train-batch 4 --num-classes 11``.
+``--pooled-full`` adds the same models with LRSA's exact shortcut off (every grid cell
+attended), so the shortcut's gain is measured in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -36,10 +46,24 @@ from typing import Any
 from ...allocator import ALLOCATOR_ENV
 from ...reporting import fmt
 from ..common import ToolParser, add_size_argument, sizes_of
-from .report import markdown, targets
+from .report import POOLED_REFERENCE, markdown, targets
 from .runner import machine_info, run_group
 
 DEFAULT_MODELS = ["lrformer_t", "lrformer_t_fused", "lrformer_t_ref", "segformer_b0", "segformer_b1"]
+
+
+def pooled_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Row name -> :func:`~lrsa_seg.models.create_model` overrides of ``--modes pooled``.
+
+    ``{model}_pool{P}`` (and ``{model}_pool{P}_full`` with ``--pooled-full``), pooled size 16 first.
+    """
+    sizes = sorted({POOLED_REFERENCE, *args.pooled_sizes}, key=lambda p: (p != POOLED_REFERENCE, p))
+    out = {}
+    for full in (False, True) if args.pooled_full else (False,):
+        for p in sizes:
+            name = f"{args.pooled_model}_pool{p}" + ("_full" if full else "")
+            out[name] = dict(pooled_sizes=p, head_pooled_size=args.pooled_head_size, drop_path_rate=0.0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_size_argument(parser, "--train-sizes", None, "training-step sizes (None: the first of --sizes)", multiple=True)
     parser.add_argument(
-        "--modes", nargs="+", choices=["infer", "train"], default=["infer", "train"], help="what to time"
+        "--modes",
+        nargs="+",
+        choices=["infer", "train", "pooled"],
+        default=["infer", "train"],
+        help="what to time (pooled: training step per pooled size, see the module doc)",
     )
+    parser.add_argument("--pooled-sizes", nargs="+", type=int, default=[8, 16, 32, 48], help="backbone pooled sizes")
+    parser.add_argument("--pooled-model", default="lrformer_t", help="the segmentor of --modes pooled")
+    parser.add_argument("--pooled-head-size", type=int, default=16, help="head pooled size (the quickstart's 16)")
+    parser.add_argument("--pooled-full", action="store_true", help="also time every pooled size without the shortcut")
     parser.add_argument("--batch", type=int, default=1, help="inference batch")
     parser.add_argument("--train-batch", type=int, default=8, help="training-step batch")
     parser.add_argument("--infer-train-batch", action="store_true", help="also time inference at --train-batch")
@@ -88,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args.train_sizes = sizes_of(parser, "--train-sizes", args.train_sizes)
     if not args.sizes:
         parser.error("--sizes needs at least one H W pair")
+    if min(args.pooled_sizes) < 1 or args.pooled_head_size < 1:
+        parser.error("--pooled-sizes and --pooled-head-size must be >= 1")
     models = list(dict.fromkeys(args.models))
     for name in list(models):
         if name.startswith("lrformer_") and name.count("_") == 1:
@@ -110,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         groups += [("infer", size, args.train_batch) for size in args.sizes]
     if "train" in args.modes:
         groups += [("train", size, args.train_batch) for size in (args.train_sizes or args.sizes[:1])]
+    overrides: dict[str, dict[str, Any]] = {}
+    if "pooled" in args.modes:
+        overrides = pooled_models(args)
+        groups += [("pooled", size, args.train_batch) for size in (args.train_sizes or args.sizes[:1])]
     rows: list[dict[str, Any]] = []
     for mode, size, batch in groups:
-        print(f"[benchmark] {mode} {size[0]}x{size[1]} batch {batch}: {', '.join(models)}", file=sys.stderr)
-        group = run_group(models, size, mode, batch, args, env)
+        names = list(overrides) if mode == "pooled" else models
+        print(f"[benchmark] {mode} {size[0]}x{size[1]} batch {batch}: {', '.join(names)}", file=sys.stderr)
+        group = run_group(names, size, mode, batch, args, env, overrides if mode == "pooled" else None)
         for row in group:
             status = (
                 row.get("error")

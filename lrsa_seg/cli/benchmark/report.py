@@ -6,6 +6,9 @@ from typing import Any
 
 from ...reporting import fmt
 
+# The ratio column of the pooled-size table divides by this pooled size (the paper's).
+POOLED_REFERENCE = 16
+
 
 def markdown(report: dict[str, Any], reference: str) -> str:
     """The rows as markdown tables, one per (mode, batch), plus the target ratios."""
@@ -18,6 +21,8 @@ def markdown(report: dict[str, Any], reference: str) -> str:
         "",
     ]
     rows = report["rows"]
+    lines += pooled_markdown([r for r in rows if r["mode"] == "pooled"])
+    rows = [r for r in rows if r["mode"] != "pooled"]
     groups = sorted({(r["mode"], r["batch"]) for r in rows})
     for mode, batch in groups:
         title = "Inference" if mode == "infer" else "Training step (forward + backward + AdamW)"
@@ -57,6 +62,37 @@ def markdown(report: dict[str, Any], reference: str) -> str:
             lines.append(f"| {t['name']} | {t['value']:.3g} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def pooled_markdown(rows: list[dict[str, Any]], reference: int = POOLED_REFERENCE) -> list[str]:
+    """Lines of the pooled-size table: training step per pooled size, as ratios to pooled ``reference``.
+
+    The ratio divides by the ``{model}_pool{reference}`` row of the same input size and batch
+    (the shortcut on, as models run by default); ``_full`` rows run with the shortcut off.
+    """
+    lines: list[str] = []
+    for size, batch in sorted({(tuple(r["size"]), r["batch"]) for r in rows}):
+        group = [r for r in rows if (tuple(r["size"]), r["batch"]) == (size, batch)]
+        ref = next((r for r in group if r["model"].endswith(f"_pool{reference}") and r.get("median_s")), None)
+        lines += [
+            f"### Training step by pooled size (forward + backward + AdamW), batch {batch}, {size[0]}x{size[1]}",
+            "",
+            f"| model | pooled size | shortcut | median s | min s | n | peak MiB | x pooled {reference} |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in group:
+            pooled = r.get("overrides", {}).get("pooled_sizes")
+            shortcut = "off" if r["model"].endswith("_full") else "on"
+            if r.get("error"):
+                lines.append(f"| {r['model']} | {pooled} | {shortcut} | failed: {r['error'][:80]} | | | | |")
+                continue
+            ratio = r["median_s"] / ref["median_s"] if ref and r.get("median_s") else None
+            lines.append(
+                f"| {r['model']} | {pooled} | {shortcut} | {fmt(r.get('median_s'), '.3f')} | "
+                f"{fmt(r.get('min_s'), '.3f')} | {r['n']} | {fmt(r.get('peak_rss_mib'), '.0f')} | {fmt(ratio, '.2f')} |"
+            )
+        lines.append("")
+    return lines
 
 
 def targets(rows: list[dict[str, Any]], model: str, peer: str) -> list[dict[str, Any]]:

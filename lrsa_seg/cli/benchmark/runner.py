@@ -63,11 +63,22 @@ class Worker:
 
 
 def run_group(
-    models: list[str], size: tuple[int, int], mode: str, batch: int, args: argparse.Namespace, env: dict[str, str]
+    models: list[str],
+    size: tuple[int, int],
+    mode: str,
+    batch: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Start one worker per model (+ the matmul), warm up, time round-robin, collect."""
+    """Start one worker per model (+ the matmul), warm up, time round-robin, collect.
+
+    ``mode`` is ``infer``, ``train`` or ``pooled`` (a training step; its rows are the pooled-size
+    sweep, which needs no matmul peak). ``overrides``: model name -> ``create_model`` arguments.
+    """
     names = [m for m in models if mode == "infer" or not m.endswith(INFERENCE_ONLY)]
-    names = [*names, GEMM]
+    if mode != "pooled":
+        names = [*names, GEMM]
     if args.device != "cpu":
         names = [n for n in names if not n.endswith("_onnx")]
     base = dict(size=list(size), mode=mode, batch=batch, threads=args.threads, device=args.device)
@@ -75,7 +86,7 @@ def run_group(
     rows = []
     workers = []
     for name in names:  # started one after another: builds (and ONNX exports) do not overlap
-        w = Worker({**base, "model": name}, env)
+        w = Worker({**base, "model": name, "overrides": (overrides or {}).get(name, {})}, env)
         ready = w.read()
         w.info = ready or {}
         for _ in range(args.warmup):
@@ -96,6 +107,8 @@ def run_group(
         name = w.spec["model"]
         t = times[name]
         row: dict[str, Any] = dict(model=name, size=list(size), mode=mode, batch=batch, n=len(t), times_s=t)
+        if w.spec["overrides"]:
+            row["overrides"] = w.spec["overrides"]
         if t:
             row.update(median_s=statistics.median(t), min_s=min(t))
         row.update({k: v for k, v in w.info.items() if k != "ready"})

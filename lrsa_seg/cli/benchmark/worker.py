@@ -52,7 +52,7 @@ def worker(spec: dict[str, Any]) -> int:
 
         info: dict[str, Any] = {"flop_per_step": 3 * 2 * 2048**3}
     else:
-        model, info = build_model(name, spec["num_classes"])
+        model, info = build_model(name, spec["num_classes"], spec.get("overrides"))
         x = torch.randn(batch, 3, height, width)
         if name.endswith("_onnx"):
             import tempfile
@@ -69,7 +69,7 @@ def worker(spec: dict[str, Any]) -> int:
             if info.get("channels_last"):
                 x = x.contiguous(memory_format=torch.channels_last)
             autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-            if mode == "infer":
+            if mode == "infer":  # else "train" or "pooled": a training step
                 model.eval()
 
                 def step() -> None:

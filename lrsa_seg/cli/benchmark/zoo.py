@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,13 @@ def _reference(model: Any) -> Any:
     return reference_like(model)
 
 
-def build_model(name: str, num_classes: int) -> tuple[Any, dict[str, Any]]:
-    """The model of a row name (see the module doc) and facts about it."""
+def build_model(name: str, num_classes: int, overrides: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model of a row name (see the module doc) and facts about it.
+
+    ``overrides``: :func:`~lrsa_seg.models.create_model` arguments of LRFormer rows. A
+    ``_pool{P}`` suffix names a pooled-size row (its pooled size is in ``overrides``), and
+    ``_pool{P}_full`` the same model with LRSA's exact shortcut off.
+    """
     import torch
 
     from ...models import create_model
@@ -56,13 +62,22 @@ def build_model(name: str, num_classes: int) -> tuple[Any, dict[str, Any]]:
     info: dict[str, Any] = {}
     if name.startswith("segformer_"):
         return _segformer(name.split("_")[1], num_classes), info
+    pooled = re.fullmatch(r"(.+)_pool\d+(_full)?", name)
+    if pooled:
+        torch.manual_seed(0)
+        model = create_model(pooled.group(1), num_classes=num_classes, **(overrides or {}))
+        if pooled.group(2):
+            from ...models.lrsa import set_exact_shortcut
+
+            set_exact_shortcut(model, False)
+        return model, info
     base = name
     for suffix in ("_fused_compiled", "_fused", "_compiled", "_onnx", "_ref", "_cl"):
         if name.endswith(suffix):
             base = name[: -len(suffix)]
             break
     torch.manual_seed(0)
-    model = create_model(base, num_classes=num_classes).eval()
+    model = create_model(base, num_classes=num_classes, **(overrides or {})).eval()
     if name.endswith("_ref"):
         return _reference(model), info
     if name.endswith("_cl"):
