@@ -1,4 +1,4 @@
-"""The run config of one pooled size: the resolved base config with paths, logger and callbacks set."""
+"""The run config of one pooled size and seed: the resolved base config with seed, paths, logger and callbacks set."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from ...ablation import run_name
+from ...callbacks import AblationRecorder
+from ...callbacks.ablation import MONITOR
 from ...io import write_atomic
-from .recorder import MONITOR, AblationRecorder
 
 RUN_CONFIG = "run_config.yaml"
 
@@ -117,6 +119,7 @@ def make_run_config(
     measure_size: tuple[int, int],
     warmup_runs: int,
     latency_runs: int,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The complete LightningCLI config of one run of the ablation; ``base`` is not modified.
 
@@ -125,16 +128,19 @@ def make_run_config(
         pooled_size: backbone LRSA pooled size, set for all stages.
         head_pooled_size: the head's pooled size; ``None`` keeps the configured one.
         run_dir: absolute folder of the run; every output path of the trainer is moved into it.
-        name: ablation name: W&B group ``ablate-<name>``, run name ``<name>-pool<N>``.
+        name: ablation name: W&B group ``ablate-<name>``, run name ``<name>-<run_name>`` (``<name>-pool<N>``
+            for seed 0, ``<name>-pool<N>_seed<S>`` otherwise).
         wandb_id: W&B run id shared by the run's fit, test and resumed fit.
         measure_size: ``(height, width)`` of the MACs count and the latency.
         warmup_runs: untimed forward passes before the latency is timed.
         latency_runs: timed forward passes (median).
+        seed: ``seed_everything`` of the run (replaces the config's).
 
     Returns:
         The config as plain data, to be written as YAML and passed to ``fit`` / ``test --config``.
     """
     config = json.loads(json.dumps(base))  # deep copy of plain data
+    config["seed_everything"] = seed
     init_args = config["model"].setdefault("init_args", {})
     init_args["pooled_sizes"] = pooled_size
     # The paper's point about small pooled sizes is small objects: the test also reports mIoU by
@@ -149,7 +155,11 @@ def make_run_config(
     redirect_paths(trainer, run_dir)
     for logger in wandb_loggers(config):
         logger["init_args"].update(
-            name=f"{name}-pool{pooled_size}", group=f"ablate-{name}", id=wandb_id, version=None, resume="allow"
+            name=f"{name}-{run_name(pooled_size, seed)}",
+            group=f"ablate-{name}",
+            id=wandb_id,
+            version=None,
+            resume="allow",
         )
     checkpoints = [c for c in callbacks if isinstance(c, dict) and _is_class(c, "ModelCheckpoint")]
     checkpoint_args = [c.get("init_args") or {} for c in checkpoints]
@@ -161,7 +171,7 @@ def make_run_config(
         trainer["enable_checkpointing"] = None  # the ablation needs its checkpoints to resume
     callbacks.append(
         {
-            "class_path": f"{AblationRecorder.__module__}.{AblationRecorder.__name__}",
+            "class_path": f"lrsa_seg.callbacks.{AblationRecorder.__name__}",
             "init_args": {
                 "output_dir": str(run_dir),
                 "measure_size": list(measure_size),

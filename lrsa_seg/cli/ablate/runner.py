@@ -1,10 +1,9 @@
-"""Running one pooled size: ``fit`` then ``test`` in subprocesses, resumable, signals passed on."""
+"""Running one pooled size at one seed: ``fit`` then ``test`` in subprocesses, resumable, signals passed on."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
 import secrets
 import signal
@@ -15,14 +14,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ...ablation import RESULT, SIZE_COLUMNS
+from ...ablation import RESULT, AblationRow, run_name
+from ...callbacks.ablation import FIT_SUMMARY, TEST_SUMMARY
 from ...io import write_json_atomic
-from ...metrics import SIZE_NAMES
 from ...reporting import fmt
 from .config import RUN_CONFIG, _command, _read_yaml, _wandb_id, _write_yaml, make_run_config
-from .recorder import FIT_SUMMARY, TEST_SUMMARY
-
-TEST_METRIC = "test/mIoU"
 
 
 def _log(message: str) -> None:
@@ -83,13 +79,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
+# Run configs written before the recorder moved to lrsa_seg.callbacks name its old place.
+_MOVED = {"lrsa_seg.cli.ablate.recorder.AblationRecorder": "lrsa_seg.callbacks.AblationRecorder"}
+
+
 def _comparable(config: dict[str, Any] | None) -> Any:
-    return json.loads(json.dumps(config)) if config is not None else None
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    """``None`` for a missing or NaN metric (mIoU of a region size no test image has)."""
-    return value if value is not None and math.isfinite(value) else None
+    if config is None:
+        return None
+    text = json.dumps(config)
+    for old, new in _MOVED.items():
+        text = text.replace(json.dumps(old), json.dumps(new))
+    return json.loads(text)
 
 
 class RunFailedError(RuntimeError):
@@ -109,20 +109,25 @@ def run_pooled_size(
     measure_size: tuple[int, int],
     warmup_runs: int,
     latency_runs: int,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit and test one pooled size, or skip or resume it; returns its ``result.json`` content.
+    """Fit and test one pooled size at one seed, or skip or resume it; returns its ``result.json`` content.
 
-    Raises :class:`RunFailedError` when ``fit`` or ``test`` fails (the run can be resumed) or the
-    tested network does not use ``pooled_size``. See :func:`make_run_config` for the arguments.
+    The run's folder is ``runs/<run_name>/`` (:func:`lrsa_seg.ablation.run_name`: ``pool<N>`` for
+    seed 0, as before seeds existed, so an interrupted run of that layout resumes). Raises
+    :class:`RunFailedError` when ``fit`` or ``test`` fails (the run can be resumed) or the tested
+    network does not use ``pooled_size``. See :func:`make_run_config` for the arguments.
     """
-    run_dir = (ablation_dir / "runs" / f"pool{pooled_size}").resolve()
+    folder = run_name(pooled_size, seed)
+    label = run_label(pooled_size, seed)
+    run_dir = (ablation_dir / "runs" / folder).resolve()
     config_path, result_path = run_dir / RUN_CONFIG, run_dir / RESULT
     previous = _read_yaml(config_path)
-    wandb_id = (previous and _wandb_id(previous)) or f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:40]}-pool{pooled_size}-"
+    wandb_id = (previous and _wandb_id(previous)) or f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:40]}-{folder}-"
     if wandb_id.endswith("-"):
         wandb_id += secrets.token_hex(4)
     config = make_run_config(
-        base, pooled_size, head_pooled_size, run_dir, name, wandb_id, measure_size, warmup_runs, latency_runs
+        base, pooled_size, head_pooled_size, run_dir, name, wandb_id, measure_size, warmup_runs, latency_runs, seed
     )
     changed = previous is not None and _comparable(previous) != _comparable(config)
     if result_path.is_file():
@@ -131,59 +136,48 @@ def run_pooled_size(
             if changed
             else ""
         )
-        _log(f"pool {pooled_size}: finished earlier, skipping{note}")
+        _log(f"{label}: finished earlier, skipping{note}")
         return _read_json(result_path)
     resume = previous is not None
     if changed:
-        _log(f"pool {pooled_size}: the config changed since the interrupted attempt; resuming with the new one")
+        _log(f"{label}: the config changed since the interrupted attempt; resuming with the new one")
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_yaml(config_path, config)
     for stale in (FIT_SUMMARY, TEST_SUMMARY):
         (run_dir / stale).unlink(missing_ok=True)
 
-    _log(f"pool {pooled_size}: {'resuming fit from the last checkpoint' if resume else 'fit'} in {run_dir}")
+    _log(f"{label}: {'resuming fit from the last checkpoint' if resume else 'fit'} in {run_dir}")
     returncode = _run_lightning("fit", config_path, *(["--ckpt_path", "last"] if resume else []))
     if returncode != 0 or not (run_dir / FIT_SUMMARY).is_file():
-        raise RunFailedError(f"pool {pooled_size}: fit failed (exit code {returncode})", returncode or 1)
+        raise RunFailedError(f"{label}: fit failed (exit code {returncode})", returncode or 1)
     fit = _read_json(run_dir / FIT_SUMMARY)
 
     ckpt = fit["best_checkpoint"] if fit["best_checkpoint"] and Path(fit["best_checkpoint"]).is_file() else "last"
-    _log(f"pool {pooled_size}: test of {ckpt}")
+    _log(f"{label}: test of {ckpt}")
     returncode = _run_lightning("test", config_path, "--ckpt_path", ckpt)
     if returncode != 0 or not (run_dir / TEST_SUMMARY).is_file():
-        raise RunFailedError(f"pool {pooled_size}: test failed (exit code {returncode})", returncode or 1)
+        raise RunFailedError(f"{label}: test failed (exit code {returncode})", returncode or 1)
     test = _read_json(run_dir / TEST_SUMMARY)
     if test["backbone_pooled_sizes"] != [pooled_size]:
         raise RunFailedError(
-            f"pool {pooled_size}: the tested model's backbone uses pooled sizes {test['backbone_pooled_sizes']}; "
+            f"{label}: the tested model's backbone uses pooled sizes {test['backbone_pooled_sizes']}; "
             "does the config's model take model.init_args.pooled_sizes?",
             1,
         )
 
-    model_args = config["model"].get("init_args", {})
+    row = AblationRow(pooled_size=pooled_size, seed=seed, **fit["row"], **test["row"])
     result = {
-        "pooled_size": pooled_size,
-        "head_pooled_size": test["head_pooled_size"],
-        "params": test["params"],
-        "gmacs": test["macs"] / 1e9,
-        "latency_ms": test["latency_ms"],
-        "val_miou": fit["best_val_miou"],
-        "test_miou": test["metrics"].get(TEST_METRIC),
-        **{
-            column: _finite_or_none(test["metrics"].get(f"{TEST_METRIC}_{size}"))
-            for column, size in zip(SIZE_COLUMNS, SIZE_NAMES)
-        },
-        "train_time_s": fit["train_time_s"],
-        "epochs": fit["epochs"],
-        "steps": fit["steps"],
-        "size": "x".join(str(s) for s in test["size"]),
-        "device": test["device"],
-        "precision": test["precision"],
-        "model": model_args.get("model"),
+        **row.to_dict(),
+        "model": config["model"].get("init_args", {}).get("model"),
         "best_checkpoint": fit["best_checkpoint"],
         "test_metrics": test["metrics"],
         "wandb_id": _wandb_id(config),
     }
     write_json_atomic(result_path, result)
-    _log(f"pool {pooled_size}: done, test mIoU {fmt(result['test_miou'], '.2f', 100)}%")
+    _log(f"{label}: done, test mIoU {fmt(row.test_miou, '.2f', 100)}%")
     return result
+
+
+def run_label(pooled_size: int, seed: int = 0) -> str:
+    """How the log names a run: ``pool <N>`` for seed 0, ``pool <N> seed <S>`` otherwise."""
+    return f"pool {pooled_size}" if seed == 0 else f"pool {pooled_size} seed {seed}"

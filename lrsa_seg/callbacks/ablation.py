@@ -1,4 +1,4 @@
-"""The callback that records, inside each ``fit`` and ``test`` process, what the ablation table needs."""
+"""The pool-size ablation's callback: records, inside each ``fit`` and ``test`` process, the fields of its row."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from ...io import write_json_atomic
-from ...models.flops import count_macs, count_params
-from ...models.lrsa import LowResolutionSelfAttention
-from ...reporting import median_latency
+from ..ablation import fields_of_test_metrics
+from ..io import write_json_atomic
+from ..models.flops import count_macs, count_params
+from ..models.lrsa import LowResolutionSelfAttention
+from ..reporting import median_latency
 
 MONITOR = "val/mIoU"
 FIT_SUMMARY = "fit_summary.json"
@@ -26,15 +27,18 @@ def _scalar(value: Any) -> float:
 
 
 class AblationRecorder(Callback):
-    """Record what the ablation table needs, from inside the ``fit`` and ``test`` processes.
+    """Record the fields of the run's :class:`lrsa_seg.ablation.AblationRow`, from inside ``fit`` and ``test``.
 
-    ``fit`` writes ``fit_summary.json``: the best ``val/mIoU`` over validation epochs, the training
-    time (validation excluded) summed over resumed sessions (both are kept in the checkpoints,
-    so a resumed fit continues them), epochs, steps and the best / last checkpoint paths.
-    ``test`` writes ``test_summary.json``: the test metrics, parameters, multiply-accumulates at
-    ``measure_size`` (:func:`lrsa_seg.flops.count_macs`) and the median inference latency of the
-    network at that size (batch 1, on the test device, under the trainer's precision); the model
-    numbers are also logged to the trainer's loggers (``model/*``). Only global rank 0 writes.
+    ``fit`` writes ``fit_summary.json``: under ``"row"`` the best ``val/mIoU`` over validation
+    epochs, the training time (validation excluded) summed over resumed sessions (both are kept
+    in the checkpoints, so a resumed fit continues them), epochs and steps; beside it the best /
+    last checkpoint paths. ``test`` writes ``test_summary.json``: under ``"row"`` the test mIoU
+    (also by region size), the head's pooled size, parameters, multiply-accumulates at
+    ``measure_size`` (:func:`lrsa_seg.models.flops.count_macs`) and the median inference latency
+    of the network at that size (batch 1, on the test device, under the trainer's precision);
+    beside it all test metrics and the backbone's pooled sizes. The model numbers are also
+    logged to the trainer's loggers (``model/*``). Only global rank 0 writes. The runner builds
+    the row from the two ``"row"`` parts, so their keys are :class:`~lrsa_seg.ablation.AblationRow` fields.
 
     Args:
         output_dir: folder of the summaries (the run folder).
@@ -108,10 +112,12 @@ class AblationRecorder(Callback):
         write_json_atomic(
             self.output_dir / FIT_SUMMARY,
             {
-                "best_val_miou": self.best_val,
-                "train_time_s": self.train_time_s,
-                "epochs": trainer.current_epoch,
-                "steps": trainer.global_step,
+                "row": {
+                    "val_miou": self.best_val,
+                    "train_time_s": self.train_time_s,
+                    "epochs": trainer.current_epoch,
+                    "steps": trainer.global_step,
+                },
                 "best_checkpoint": best,
                 "last_checkpoint": last,
                 "resumed_from": trainer.ckpt_path,
@@ -140,20 +146,26 @@ class AblationRecorder(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(model_numbers, step=trainer.global_step)
+        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        pooled = pooled_sizes_of(network)
         write_json_atomic(
             self.output_dir / TEST_SUMMARY,
             {
-                "metrics": {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
-                "params": model_numbers["model/params"],
-                "macs": macs,
-                "latency_ms": model_numbers["model/latency_ms"],
-                "size": [height, width],
-                "device": device_name,
-                "precision": str(trainer.precision),
+                "row": {
+                    **fields_of_test_metrics(metrics),
+                    "head_pooled_size": pooled["head_pooled_size"],
+                    "params": model_numbers["model/params"],
+                    "gmacs": model_numbers["model/gmacs"],
+                    "latency_ms": model_numbers["model/latency_ms"],
+                    "size": f"{height}x{width}",
+                    "device": device_name,
+                    "precision": str(trainer.precision),
+                },
+                "metrics": metrics,
+                "backbone_pooled_sizes": pooled["backbone_pooled_sizes"],
                 "warmup_runs": self.warmup_runs,
                 "latency_runs": self.latency_runs,
                 "ckpt_path": trainer.ckpt_path,
-                **pooled_sizes_of(network),
             },
         )
 
