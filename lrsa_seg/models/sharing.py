@@ -78,7 +78,9 @@ def model_card(config: Mapping[str, Any], metrics: Mapping[str, float] | None = 
         f"saved by lrsa-seg {config.get('lrsa_seg_version', library_version())}.",
         "",
         f"- Model: `{config['model']}`, arguments `{config['model_kwargs']}`",
-        f"- Classes ({meta.get('num_classes')}): {', '.join(classes) if classes else 'indices'}",
+        f"- Classes ({meta['num_classes']}): {', '.join(classes) if classes else 'indices'}"
+        if meta.get("num_classes")
+        else '- Backbone only: load it under a new head (`weights_scope="backbone"`)',
         f"- Preprocessing: RGB, values 0-{meta.get('value_scale', 255.0):g}, mean {meta.get('mean')}, "
         f"std {meta.get('std')}",
         "- Test-time resize: "
@@ -106,9 +108,19 @@ def model_card(config: Mapping[str, Any], metrics: Mapping[str, float] | None = 
         "weights: not stated by the authors",
         "",
         "```python",
-        "from lrsa_seg import Segmenter",
-        'seg = Segmenter.from_pretrained("OWNER/REPO")  # or this folder\'s path',
-        'labels = seg("image.jpg")  # (H, W) class indices',
+        *(
+            [
+                "from lrsa_seg import Segmenter",
+                'seg = Segmenter.from_pretrained("OWNER/REPO")  # or this folder\'s path',
+                'labels = seg("image.jpg")  # (H, W) class indices',
+            ]
+            if meta.get("num_classes")
+            else [
+                "from lrsa_seg.models import create_model",
+                f'model = create_model("{config["model"]}", num_classes=K, weights="OWNER/REPO", '
+                'weights_scope="backbone")',
+            ]
+        ),
         "```",
     ]
     return ModelCard.from_template(
