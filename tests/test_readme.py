@@ -1,206 +1,40 @@
-"""README.md cannot drift: its fenced ``python`` and ``bash`` blocks run, in order, in one folder.
-
-Shell commands run as written, with tiny settings appended to the Lightning subcommands that
-train or evaluate (one batch, the tiny model unless the command loads weights), so the whole
-README runs in seconds. Names that only stand for the reader's own files are made here first
-(an official checkpoint, a folder of images, an ADE20K tree). Every command is either run,
-checked (``make`` targets with ``make -n``; DDP launches resolve their config), or listed in
-:data:`NOT_RUN` with the reason; an unknown kind of command fails the test.
-"""
+"""README.md is read in five minutes and points into the site; its code blocks run in tests/test_docs.py."""
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
-import subprocess
-from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
-
-from lrsa_seg.ablation import SIZE_COLUMNS, by_pooled_size, cell, read_rows
-from lrsa_seg.cli import main
-
-from .conftest import DATA, TESTS, write_ade20k
+from .conftest import TESTS
 
 REPO = TESTS.parent
 README = REPO / "README.md"
-LIGHTNING = ("fit", "validate", "test", "predict")
-
-NOT_RUN = {
-    "wandb sync": "uploads a run to a W&B server; no network here",
-    "wandb sweep": "creates a sweep on a W&B server; tests/cli/test_sweep.py runs its commands",
-    "wandb agent": "pulls runs from a W&B server; tests/cli/test_sweep.py runs its commands",
-    "sbatch": "needs a SLURM cluster",
-    "srun": "needs a SLURM cluster",
-    "torchrun": "needs several nodes; the same LightningCLI command runs here on one",
-    "git clone": "needs the network",
-    "pip install": "needs a package registry; the Makefile installs",
-    "cd ": "moves the reader's shell",
-    "lrsa-seg weights list": "lists a Hub repository: needs the network (tests/test_weights.py uses a local cache)",
-    "bash scripts/gpu_check.sh": "needs a GPU; tests/test_gpu_check.py runs its dry run on the CPU",
-}
-
-# Commands that train several runs: the default test leaves them out, the slow one runs them tiny.
-COSTLY = {
-    "lrsa-seg ablate": [
-        "--pooled-sizes", "8", "--output-dir", "ablation_runs", "--latency-size", "64", "64", "--latency-runs", "1",
-        "--model.init_args.model", "lrformer_test", "--data.init_args.crop_size", "[64, 64]",
-        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
-        "--trainer.logger", "null",
-    ],
-}  # fmt: skip
-
-# Commands that measure at full size: run here on one small input (the last value of an option wins).
-SHRUNK = {
-    "lrsa-seg profile": ["--models", "lrformer_t", "--sizes", "64", "64", "--runs", "1", "--warmup", "0"],
-    "lrsa-seg flops --attention": ["--sizes", "64", "64"],
-}
-
-# The reader's own files in the README's examples, made here.
-PLACEHOLDER_DIRS = {"/data/ade": "ade"}
+MAX_LINES = 200
 
 
-def fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """``(language, code)`` of every fenced block, in order."""
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.M | re.S)]
+def links(text: str) -> list[str]:
+    """Targets of the Markdown links and images of ``text``."""
+    return re.findall(r"\]\(([^)\s]+)\)", text)
 
 
-def shell_commands(code: str) -> list[str]:
-    """The commands of a bash block: continuation lines joined, comments and blank lines dropped."""
-    joined = code.replace("\\\n", " ")
-    commands = []
-    for line in joined.splitlines():
-        words = shlex.split(line, comments=True)
-        if words:
-            commands.append(shlex.join(words))
-    return commands
+def test_readme_is_short() -> None:
+    assert len(README.read_text().splitlines()) <= MAX_LINES
 
 
-def tiny_settings(argv: list[str]) -> list[str]:
-    """One batch of everything on this machine's CPU; the tiny model unless the command brings its own weights."""
-    subcommand = argv[0]
-    extra = ["--trainer.max_epochs", "1", "--data.init_args.num_workers", "0", "--trainer.accelerator", "cpu"]
-    if "--trainer.devices" not in argv:  # the paper configs name 4 or 8 GPUs
-        extra += ["--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false"]
-    extra += [f"--trainer.limit_{split}_batches=1" for split in ("train", "val", "test", "predict")]
-    if not any(a.startswith(("--ckpt_path", "--model.init_args.weights")) for a in argv):
-        extra += ["--model.init_args.model", "lrformer_test", "--data.init_args.batch_size", "2"]
-    if subcommand == "fit":
-        extra += ["--data.init_args.crop_size", "[64, 64]"]
-    return extra
-
-
-def official_checkpoint(path: Path, variant: str) -> None:
-    """An mmseg-format checkpoint of ``variant`` with random values and the released keys and shapes."""
-    manifest = json.loads((DATA / f"manifest_{variant}.json").read_text())
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {}
-    for key, entry in manifest["keys"].items():
-        value = torch.randn(tuple(entry["shape"]), generator=generator) * 0.02
-        if key.endswith("num_batches_tracked"):
-            value = torch.zeros((), dtype=torch.long)
-        elif key.endswith("running_var"):
-            value = value.abs() + 1
-        state_dict[key] = value
-    torch.save({"state_dict": state_dict, "meta": {}}, path)
-
-
-def prepare(folder: Path, text: str) -> None:
-    """Make the files the README's commands name as the reader's own."""
-    for official in sorted(set(re.findall(r"\b(lrformer_([tsbl])_\w+)\.pth\b", text))):
-        official_checkpoint(folder / f"{official[0]}.pth", f"lrformer_{official[1]}")
-    images = folder / "path" / "to" / "images"
-    images.mkdir(parents=True)
-    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(images / "street.png")
-    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(folder / "street.jpg")
-    write_ade20k(folder / "ade", {"training": 2, "validation": 2})
-
-
-def run_command(command: str, folder: Path) -> None:
-    for placeholder, local in PLACEHOLDER_DIRS.items():
-        command = command.replace(placeholder, str(folder / local))
-    argv = shlex.split(command)
-    if argv[0] == "make":
-        result = subprocess.run(["make", "-n", "-C", str(REPO), *argv[1:]], capture_output=True, text=True)
-        assert result.returncode == 0, f"{command!r}: {result.stderr}"
-        return
-    if argv[:3] == ["python", "-m", "lrsa_seg"]:
-        argv = ["lrsa-seg", *argv[3:]]
-    assert argv[0] == "lrsa-seg", f"README command of an unknown kind: {command!r} (run it here or list it in NOT_RUN)"
-    args = argv[1:]
-    if args and args[0] in LIGHTNING:
-        if any(a.startswith("--trainer.strategy") and "ddp" in a for a in args) or "ddp" in args:
-            args = [*args, "--print_config"]  # a DDP launch re-runs the command line: tests/training runs DDP
-        elif "--print_config" not in args:
-            args = [*args, *tiny_settings(args)]
-    code = main(args) if "--print_config" not in args else _print_config(args)
-    assert code in (0, None), f"{command!r} exited with {code}"
-
-
-def _print_config(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_:
-        main(args)
-    return int(exit_.value.code or 0)
-
-
-def extra_args(table: dict[str, list[str]], command: str) -> list[str] | None:
-    """The arguments ``table`` appends to ``command`` (by its prefix), ``None`` when it has none."""
-    return next((extra for prefix, extra in table.items() if command.startswith(prefix)), None)
-
-
-def walk_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, costly: bool) -> int:
-    """Run the README's blocks in order in ``tmp_path``; returns how many ran."""
+def test_readme_links_point_at_files_of_the_repository() -> None:
     text = README.read_text()
-    monkeypatch.chdir(tmp_path)
-    for name in ("configs", "data"):
-        (tmp_path / name).symlink_to(REPO / name)
-    prepare(tmp_path, text)
-    namespace: dict[str, object] = {}
-    ran = 0
-    for language, code in fenced_blocks(text):
-        if language == "python":
-            exec(compile(code, f"README.md python block {ran}", "exec"), namespace)  # noqa: S102
-            ran += 1
-        elif language in ("bash", "sh", "shell"):
-            for command in shell_commands(code):
-                if any(command.startswith(prefix) for prefix in NOT_RUN):
-                    continue
-                tiny = extra_args(COSTLY, command)
-                if tiny is not None and not costly:
-                    continue
-                extra = [*(tiny or []), *(extra_args(SHRUNK, command) or [])]  # the last value of an option wins
-                run_command(shlex.join([*shlex.split(command), *extra]) if extra else command, tmp_path)
-                ran += 1
-    return ran
+    local = [t for t in links(text) if not re.match(r"[a-z]+://", t)]
+    assert local, "README.md links to nothing"
+    missing = [t for t in local if not (REPO / t.split("#", 1)[0]).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    pages = {t.split("#", 1)[0] for t in local if t.startswith("docs/")}
+    for section in ("getting-started", "models", "training", "datasets", "pretrained", "demo", "ablation"):
+        assert f"docs/{section}.md" in pages, f"README.md does not point at docs/{section}.md"
 
 
-def test_every_readme_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert walk_readme(tmp_path, monkeypatch, costly=False) >= 15
-
-
-@pytest.mark.slow  # adds the commands that train several runs (the ablation), tiny
-def test_every_readme_block_runs_with_the_costly_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert walk_readme(tmp_path, monkeypatch, costly=True) >= 16
-
-
-def test_ablation_table_matches_the_committed_results() -> None:
-    """The README's pool-size table shows the committed ``results.csv``: per size the mean (range) over seeds."""
-    groups = by_pooled_size(read_rows(REPO / "ablation" / "quickstart" / "results.csv"))
-    assert groups, "ablation/quickstart/results.csv has no rows"
-    readme = README.read_text()
-    for size, group in groups.items():
-
-        def col(name: str, spec: str, scale: float = 1.0, group: list = group) -> str:
-            return cell((getattr(r, name) for r in group), spec, scale)
-
-        by_size = " / ".join(col(key, ".2f", 100) for key in SIZE_COLUMNS)
-        line = (
-            f"| {size} | {col('gmacs', '.2f')} | {col('latency_ms', '.0f')} | {col('val_miou', '.2f', 100)} "
-            f"| {col('test_miou', '.2f', 100)} | {by_size} | {col('train_time_s', '.0f')} |"
-        )
-        assert line in readme, f"README.md lacks the row {line}"
+def test_readme_shows_the_quickstart_result_the_demo_and_how_to_build_the_site() -> None:
+    text = README.read_text()
+    assert "make quickstart" in text and "make test" in text
+    assert "docs/images/quickstart_gallery.png" in text and "docs/images/demo.png" in text
+    assert "39.6%" in text and "31.5%" in text  # the quickstart's numbers (docs/getting-started.md)
+    assert "Segmenter.from_pretrained" in text
+    assert "make docs" in text and "build/site/index.html" in text

@@ -10,7 +10,7 @@ from lightning.pytorch.cli import ArgsType
 from .. import __version__
 from ..allocator import apply_allocator_setting
 from ..errors import USER_ERRORS
-from . import ablate, benchmark, check_data, convert, export, flops, profile, segment, weights
+from . import ablate, benchmark, check_data, convert, demo, export, flops, profile, segment, weights
 from .common import fail, run_tool
 from .lightning import run_lightning
 
@@ -18,6 +18,7 @@ TOOLS = {
     "flops": (flops, "exact parameter and multiply-accumulate counts"),
     "convert": (convert, "convert weights (official checkpoints, ImageNet backbones) to an lrsa-seg file"),
     "segment": (segment, "label maps and overlays for images with pretrained weights (no config)"),
+    "demo": (demo, "a web page to segment uploaded images (Gradio, the [demo] extra)"),
     "weights": (weights, "list the pretrained weights on the Hugging Face Hub"),
     "ablate": (ablate, "pool-size ablation: fit + test per pooled size, one table"),
     "check-data": (check_data, "scan a dataset: bad files, orphans, sizes, labels; pixels per class"),

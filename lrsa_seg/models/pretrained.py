@@ -3,7 +3,7 @@
 One :class:`PretrainedCfg` per released weight set (as timm keeps one per weight set): variant,
 dataset, classes, palette, preprocessing, test-time resize, the authors' stated mIoU, the Hub
 repository and the licence as stated. Converting an official file, :class:`~lrsa_seg.Segmenter`,
-the README's model cards and the paper configs (``configs/lrformer_<v>_<dataset>.yaml``, checked
+the model cards (docs/pretrained.md) and the paper configs (``configs/lrformer_<v>_<dataset>.yaml``, checked
 by a test) take these values from here.
 """
 
