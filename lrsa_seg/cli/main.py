@@ -16,10 +16,10 @@ from .lightning import run_lightning
 
 TOOLS = {
     "flops": (flops, "exact parameter and multiply-accumulate counts"),
-    "convert": (convert, "convert weights (official checkpoints, ImageNet backbones) to an lrsa-seg file"),
+    "convert": (convert, "convert weights (official, ImageNet, training checkpoints) to a saved model folder"),
     "segment": (segment, "label maps and overlays for images with pretrained weights (no config)"),
     "demo": (demo, "a web page to segment uploaded images (Gradio, the [demo] extra)"),
-    "weights": (weights, "list the pretrained weights on the Hugging Face Hub"),
+    "weights": (weights, "the released models (offline) and a Hub repository's files (online)"),
     "ablate": (ablate, "pool-size ablation: fit + test per pooled size, one table"),
     "check-data": (check_data, "scan a dataset: bad files, orphans, sizes, labels; pixels per class"),
     "benchmark": (benchmark, "latency and peak memory vs SegFormer and the reference, one table"),
