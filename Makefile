@@ -22,9 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# What the tests also cover: the site (docs extra) and the live demo (demo extra).
+# What the tests also cover: the site (docs extra), the live demo (demo extra) and OpenVINO/NNCF (deploy extra).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,demo,deploy]"
 	touch $@
 
 $(VENV)/.installed-docs: $(VENV)/.installed
@@ -47,8 +47,10 @@ quickstart: $(VENV)/.installed
 	WANDB_RUN_ID=$$WANDB_RUN_GROUP-test WANDB_JOB_TYPE=test \
 		$(BIN)/lrsa-seg test --config configs/quickstart.yaml --ckpt_path $(RUN_DIR)/checkpoints/best.ckpt
 
+# One pytest worker per core, at most 8 (pytest-xdist); each test runs one intra-op thread (tests/conftest.py).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$((n < 8 ? n : 8)))
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Debian's chromium and its driver for the browser test (tests/cli/test_demo.py); needs root or sudo.
 chromium:
@@ -57,7 +59,7 @@ chromium:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
 
 test-all: $(VENV)/.installed-test chromium
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

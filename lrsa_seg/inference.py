@@ -2,8 +2,10 @@
 
 The weights say which model they hold and how its inputs were prepared (classes, palette,
 mean/std, test-time resize: :func:`~lrsa_seg.models.pretrained.inference_metadata`); the
-segmenter runs the fused inference copy of the model (:func:`~lrsa_seg.models.fuse_for_inference`)
-and shares the model as the Hub keeps models (:meth:`Segmenter.save_pretrained`).
+segmenter runs the fused inference copy of the model (:func:`~lrsa_seg.models.fuse_for_inference`),
+or the model exported by ``lrsa-seg export`` run by ONNX Runtime or OpenVINO
+(:mod:`lrsa_seg.models.runtime`) with the same preprocessing and postprocessing, and shares the
+model as the Hub keeps models (:meth:`Segmenter.save_pretrained`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .constants import IMAGE_MEAN, IMAGE_STD
 from .errors import ConfigError
 from .models import fuse_for_inference, load_pretrained
 from .models.pretrained import VALUE_SCALE
-from .models.segmentor import Segmentor, predict_logits
+from .models.runtime import RUNTIMES, ExportedModel, Runtime, check_classes, find_exported, load_exported
+from .models.segmentor import Segmentor, predict_logits, rescale, resize_to_multiple
 from .visualize import default_palette
 from .visualize import overlay as overlay_picture
 
@@ -67,6 +70,8 @@ class Segmenter:
         crop_size: sliding window ``(h, w)``.
         stride: sliding stride ``(h, w)``.
         batch_size: most images per forward pass (same-size images of a list are batched).
+        exported: run this exported model (:func:`~lrsa_seg.models.runtime.load_exported`) instead of
+            ``model``'s fused copy; ``device`` must then be the CPU and ``precision`` ``"32"``.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class Segmenter:
         crop_size: tuple[int, int] = (512, 512),
         stride: tuple[int, int] = (341, 341),
         batch_size: int = 8,
+        exported: ExportedModel | None = None,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
@@ -106,7 +112,17 @@ class Segmenter:
         mean = torch.tensor(metadata.get("mean") or IMAGE_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * scale
         std = torch.tensor(metadata.get("std") or IMAGE_STD, dtype=torch.float32).view(1, 3, 1, 1) * scale
         self.mean, self.std = mean.to(self.device), std.to(self.device)
-        self.model = fuse_for_inference(model.eval().to(self.device))
+        self.runtime = "torch" if exported is None else exported.runtime
+        if exported is None:
+            self.model: Segmentor | ExportedModel = fuse_for_inference(model.eval().to(self.device))
+            return
+        if self.device.type != "cpu" or precision != "32":
+            raise ConfigError(
+                f"runtime {exported.runtime!r} runs on the CPU in float32; got device {str(self.device)!r}, "
+                f"precision {precision!r}"
+            )
+        check_classes(exported, self.num_classes)
+        self.model = exported
 
     @classmethod
     def from_pretrained(
@@ -120,6 +136,8 @@ class Segmenter:
         stride: tuple[int, int] = (341, 341),
         batch_size: int = 8,
         allow_pickle: bool = False,
+        runtime: Runtime = "torch",
+        exported: str | os.PathLike[str] | None = None,
     ) -> Segmenter:
         """Load a segmentation model of any supported format (:func:`~lrsa_seg.models.load_pretrained`).
 
@@ -136,7 +154,17 @@ class Segmenter:
             stride: as in :class:`Segmenter`.
             batch_size: as in :class:`Segmenter`.
             allow_pickle: allow arbitrary unpickling (only for files you trust).
+            runtime: ``"torch"`` (the fused PyTorch model), or ``"onnxruntime"`` / ``"openvino"`` to run
+                the exported model (CPU, float32); ``source`` still gives the classes, palette and
+                preprocessing.
+            exported: the exported file for ``runtime`` (``.onnx``, or OpenVINO ``.xml`` such as an int8
+                ``model_int8.xml``); None: the one ``lrsa-seg export`` wrote into the saved model folder
+                ``source`` (``onnx/model.onnx``, ``openvino/model.xml``).
         """
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "torch" and exported is not None:
+            raise ConfigError("exported= is run by runtime='onnxruntime' or 'openvino', not 'torch'")
         pretrained = load_pretrained(source, model, allow_pickle=allow_pickle)
         checkpoint = pretrained.checkpoint
         if not checkpoint.has_head or not isinstance(pretrained.model, Segmentor):
@@ -153,6 +181,7 @@ class Segmenter:
             crop_size,
             stride,
             batch_size,
+            None if runtime == "torch" else load_exported(find_exported(source, runtime, exported), runtime),
         )
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
@@ -168,6 +197,19 @@ class Segmenter:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 RGB -> ``(B, 3, H, W)`` float32 with the model's mean and std."""
+        return (batch.to(self.device).permute(0, 3, 1, 2).float() - self.mean) / self.std
+
+    def model_input(self, image: ImageInput) -> torch.Tensor:
+        """What the model receives for ``image`` in whole mode: ``(1, 3, h, w)`` float32, normalized and resized.
+
+        The test-time resize of :meth:`predict_probs` (``base_size``, ``size_multiple``); e.g. the
+        calibration data of an int8 export.
+        """
+        normalized = rescale(self.normalize(torch.tensor(image_array(image))[None]), self.base_size)
+        return resize_to_multiple(normalized, self.size_multiple) if self.size_multiple else normalized
 
     @torch.inference_mode()
     def predict_probs(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -185,8 +227,7 @@ class Segmenter:
         ]
         results: dict[int, torch.Tensor] = {}
         for indices in batches:
-            batch = torch.stack([torch.tensor(images[i]) for i in indices]).to(self.device)  # copies: any array
-            normalized = (batch.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            normalized = self.normalize(torch.stack([torch.tensor(images[i]) for i in indices]))  # copies: any array
             with self._autocast():
                 probs = predict_logits(
                     self.model,

@@ -38,6 +38,15 @@ def region_sizes(mask: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarr
     return sizes
 
 
+def class_scores(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class IoU and accuracy (float64) of a confusion matrix (rows: ground truth, columns: prediction).
+
+    IoU = TP / (TP + FN + FP), accuracy = TP / (TP + FN); 0 for a class neither labelled nor predicted.
+    """
+    tp, labelled, predicted = confmat.diagonal().double(), confmat.sum(1).double(), confmat.sum(0).double()
+    return tp / (labelled + predicted - tp).clamp(min=1), tp / labelled.clamp(min=1)
+
+
 class SizeBinnedIoU(Metric):
     """Macro mIoU per ground-truth region size (see the module doc); compute -> ``{"small": ..., ...}``."""
 
@@ -62,10 +71,8 @@ class SizeBinnedIoU(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         """Macro mIoU of each size over the classes present in it (NaN where a size has no pixels)."""
         out = {}
-        for name, confmat in zip(SIZE_NAMES, self.confmat.double()):
-            tp = confmat.diagonal()
-            labelled, predicted = confmat.sum(1), confmat.sum(0)
-            present = labelled > 0
-            iou = tp / (labelled + predicted - tp).clamp(min=1)
+        for name, confmat in zip(SIZE_NAMES, self.confmat):
+            iou, _ = class_scores(confmat)
+            present = confmat.sum(1) > 0
             out[name] = iou[present].mean() if present.any() else torch.tensor(float("nan"), dtype=torch.double)
         return out

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from .constants import IGNORE_INDEX, IMAGE_MEAN, IMAGE_STD
 from .errors import CheckpointMismatchError, ConfigError
 from .losses import MEDIAN_FREQUENCY, SegmentationLoss, loss_option_problem, median_frequency_of_datamodule
-from .metrics import SIZE_NAMES, SizeBinnedIoU
+from .metrics import SIZE_NAMES, SizeBinnedIoU, class_scores
 from .models import CLASSIFIER_SUFFIX, create_model, fuse_for_inference, load_pretrained
 from .models.checkpoint import CHECKPOINT_KEY, record_from_hparams
 from .models.segmentor import predict_logits
@@ -149,7 +149,8 @@ class SemanticSegmentationTask(L.LightningModule):
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError(f"model.init_args.class_names has {len(class_names)} names for num_classes={num_classes}")
         self.class_names = class_names or [str(i) for i in range(num_classes)]
-        self._fused: tuple[nn.Module, ...] = ()  # a tuple, so the copy is not a submodule (nor in checkpoints)
+        self._fused: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()  # a tuple: not a submodule (checkpoints)
+        self.exported: Callable[[torch.Tensor], torch.Tensor] | None = None  # run instead of the model (--runtime)
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -390,16 +391,14 @@ class SemanticSegmentationTask(L.LightningModule):
         matrix = confusion.compute()
         confusion.reset()
         self.last_confusion[split] = matrix.detach().cpu()
-        tp, labelled, predicted = matrix.diagonal().double(), matrix.sum(1).double(), matrix.sum(0).double()
-        iou = tp / (labelled + predicted - tp).clamp(min=1)  # 0 for a class never seen nor predicted
-        accuracy = tp / labelled.clamp(min=1)
+        iou, accuracy = class_scores(matrix)
         self.log_dict({f"{split}/IoU/{name}": value for name, value in zip(self.class_names, iou.float())})
         self.log_dict({f"{split}/Acc/{name}": value for name, value in zip(self.class_names, accuracy.float())})
 
     def on_validation_epoch_start(self) -> None:
-        """Fuse the current weights for this validation (and test, and prediction)."""
-        if self.hparams.fused_eval:
-            self._fused = (fuse_for_inference(self.model),)
+        """Fuse the current weights for this validation (and test, and prediction), or run :attr:`exported`."""
+        if self.hparams.fused_eval or self.exported is not None:
+            self._fused = (self.exported or fuse_for_inference(self.model),)
 
     on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 

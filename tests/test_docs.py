@@ -57,8 +57,19 @@ NOT_RUN_PYTHON = {
 }
 """Python blocks left out, by their first line."""
 
-# Commands that train several runs: the default test leaves them out, the slow one runs them tiny.
+COSTLY_PYTHON = {"# The exported models": "runs the files `lrsa-seg export` wrote (a costly command above)"}
+"""Python blocks run only with the costly commands, by their first line."""
+
+# Commands that train several runs or export (minutes of the dynamo exporter on 2 cores), and the
+# commands that use what they wrote: the default test leaves them out, the slow one runs them tiny.
 COSTLY = {
+    "lrsa-seg export": ["--num-images", "4", "--check", "64", "96"],
+    "lrsa-seg benchmark --models lrformer_t_fused segformer_b1 lrformer_t_openvino": [
+        "--models", "lrformer_test_openvino", "lrformer_test_openvino_int8", "--sizes", "64", "64",
+        "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-flops",
+    ],
+    "lrsa-seg test --runtime": [],
+    "lrsa-seg segment --runtime": [],
     "lrsa-seg ablate": [
         "--pooled-sizes", "8", "--output-dir", "ablation_runs", "--latency-size", "64", "64", "--latency-runs", "1",
         "--model.init_args.model", "lrformer_test", "--data.init_args.crop_size", "[64, 64]",
@@ -222,6 +233,8 @@ def walk_page(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, costly
         if language == "python":
             if extra_args(NOT_RUN_PYTHON, code) is not None:  # type: ignore[arg-type]
                 continue
+            if extra_args(COSTLY_PYTHON, code) is not None and not costly:  # type: ignore[arg-type]
+                continue
             before(code, tmp_path)
             exec(compile(code, f"{page} python block {ran}", "exec"), namespace)  # noqa: S102
             ran += 1
@@ -250,7 +263,7 @@ def test_the_pages_run_every_kind_of_example() -> None:
     for page in pages_with_code():
         for language, code in fenced_blocks((REPO / page).read_text()):
             if language == "python":
-                counted += extra_args(NOT_RUN_PYTHON, code) is None  # type: ignore[arg-type]
+                counted += extra_args({**NOT_RUN_PYTHON, **COSTLY_PYTHON}, code) is None  # type: ignore[arg-type]
             elif language in ("bash", "sh", "shell"):
                 counted += sum(
                     not any(c.startswith(p) for p in NOT_RUN) and extra_args(COSTLY, c) is None
@@ -264,7 +277,10 @@ COSTLY_PAGES = sorted(
         page
         for page in pages_with_code()
         for language, code in fenced_blocks((REPO / page).read_text())
-        if language in ("bash", "sh", "shell") and any(extra_args(COSTLY, c) is not None for c in shell_commands(code))
+        if language in ("bash", "sh", "shell")
+        and any(extra_args(COSTLY, c) is not None for c in shell_commands(code))
+        or language == "python"
+        and extra_args(COSTLY_PYTHON, code) is not None  # type: ignore[arg-type]
     }
 )
 

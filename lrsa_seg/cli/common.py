@@ -39,7 +39,8 @@ class ToolParser(argparse.ArgumentParser):
         sys.exit(fail(f"{message} (see {self.prog} --help)"))
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer of at least 1, else a one-line argument error."""
     try:
         value = int(text)
     except ValueError:
@@ -62,7 +63,7 @@ def add_size_argument(
     parser.add_argument(
         flag,
         nargs="*" if multiple else 2,
-        type=_positive_int,
+        type=positive_int,
         default=list(default) if default is not None else None,  # type: ignore[arg-type]
         metavar=("H", "W") if not multiple else "H W",
         help=help + (" (pairs of height and width)" if multiple else " (height width)"),

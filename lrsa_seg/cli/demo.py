@@ -10,7 +10,7 @@ from datamodules.files import IMAGE_SUFFIXES
 
 from ..errors import DatasetError
 from ..inference import Segmenter
-from .common import ToolParser, _positive_int, fail
+from .common import ToolParser, fail, positive_int
 
 BUNDLED_EXAMPLES = BUNDLED_ROOT / "test"
 """The bundled CamVid test images, offered as examples by default."""
@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="a saved model, Hub repository, weights file or URL")
     parser.add_argument("--model", default=None, help="variant, only where the file does not say (e.g. lrformer_t)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=_positive_int, default=7860, help="port to listen on")
+    parser.add_argument("--port", type=positive_int, default=7860, help="port to listen on")
     parser.add_argument(
         "--examples",
         type=Path,
         default=BUNDLED_EXAMPLES if BUNDLED_EXAMPLES.is_dir() else None,
         help="folder of example images (default: the bundled CamVid test split)",
     )
-    parser.add_argument("--num-examples", type=_positive_int, default=4, help="examples shown, spread over the folder")
+    parser.add_argument("--num-examples", type=positive_int, default=4, help="examples shown, spread over the folder")
     parser.add_argument("--allow-pickle", action="store_true", help="allow arbitrary unpickling (trusted files only)")
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, as W&B stays offline

@@ -14,6 +14,7 @@ import datamodules  # noqa: F401 (so configs can name datamodules by class name)
 from ..callbacks import LoggerSaveConfigCallback
 from ..errors import ConfigError, user_error_in
 from ..io import torch_load
+from ..models.runtime import RUNTIMES, ExportedModel, check_classes, find_exported, load_exported
 from ..task import SemanticSegmentationTask
 from ..training import WEIGHTS_ONLY_OPT_IN, harden_trainer
 from .checks import check_data_arguments, check_linked_arguments
@@ -48,6 +49,20 @@ class SegmentationCLI(LightningCLI):
             type=bool,
             default=False,
             help="validate/test/predict with neither --ckpt_path nor --model.init_args.weights (random weights)",
+        )
+        parser.add_argument(
+            "--runtime",
+            type=str,
+            default="torch",
+            help="validate/test/predict with the exported model run by onnxruntime or openvino instead of "
+            "PyTorch (same data, metrics and outputs); one of " + ", ".join(RUNTIMES),
+        )
+        parser.add_argument(
+            "--exported",
+            type=str | None,
+            default=None,
+            help="the exported file --runtime runs (.onnx, OpenVINO .xml); default: the one `lrsa-seg export` "
+            "wrote into the saved model folder --model.init_args.weights",
         )
 
     def _parse_ckpt_path(self) -> None:
@@ -102,6 +117,9 @@ class SegmentationCLI(LightningCLI):
                 raise
             raise cause from None
         check_linked_arguments(config, self.datamodule)
+        self.model.exported = exported_model(config, self.subcommand)
+        if self.model.exported is not None:
+            check_classes(self.model.exported, self.model.hparams.num_classes)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The configured trainer with :class:`AtomicCheckpointIO` and :class:`FaultTolerance` added.
@@ -118,11 +136,32 @@ def check_weights_given(config: Any, subcommand: str | None) -> None:
     """Evaluating needs trained weights: ``--ckpt_path`` or ``--model.init_args.weights`` (or ``--random_weights``)."""
     if subcommand not in ("validate", "test", "predict") or config.get("random_weights"):
         return
+    if config.get("runtime", "torch") != "torch":  # the exported file holds the weights
+        return
     if not config.get("ckpt_path") and not config.get("model.init_args.weights"):
         raise ConfigError(
             "the model has random weights; pass --ckpt_path or --model.init_args.weights "
             "(--random_weights true runs it anyway)"
         )
+
+
+def exported_model(config: Any, subcommand: str | None) -> ExportedModel | None:
+    """The model ``--runtime`` / ``--exported`` ask for (:mod:`lrsa_seg.models.runtime`); None for PyTorch."""
+    runtime, exported = config.get("runtime", "torch"), config.get("exported")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "torch":
+        if exported is not None:
+            raise ConfigError("--exported is run by --runtime onnxruntime or openvino, not torch")
+        return None
+    if subcommand not in ("validate", "test", "predict"):
+        raise ConfigError(f"--runtime {runtime} runs an exported model in validate, test or predict, not {subcommand}")
+    weights = config.get("model.init_args.weights")
+    if exported is None and weights is None:
+        raise ConfigError(
+            f"--runtime {runtime} needs --exported PATH (or --model.init_args.weights a saved model folder)"
+        )
+    return load_exported(find_exported(weights, runtime, exported), runtime)
 
 
 def run_lightning(args: ArgsType = None) -> SegmentationCLI:

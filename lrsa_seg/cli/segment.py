@@ -12,8 +12,9 @@ from datamodules.files import IMAGE_SUFFIXES
 
 from ..errors import DatasetError
 from ..inference import Segmenter, image_array
+from ..models.runtime import RUNTIMES
 from ..visualize import save_label_png
-from .common import ToolParser, _positive_int
+from .common import ToolParser, positive_int
 
 
 def list_images(path: Path) -> list[Path]:
@@ -38,8 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
     parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"], help="autocast precision")
     parser.add_argument("--mode", default="whole", choices=["whole", "slide"], help="whole image or sliding windows")
-    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per forward pass (same size)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (same size)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    parser.add_argument(
+        "--runtime", default="torch", choices=list(RUNTIMES), help="run PyTorch, or the exported model (CPU, fp32)"
+    )
+    parser.add_argument(
+        "--exported",
+        default=None,
+        help="the exported file --runtime runs (.onnx, OpenVINO .xml); default: the one `lrsa-seg export` wrote "
+        "into the saved model folder --weights",
+    )
     args = parser.parse_args(argv)
     images = list_images(args.input)
     if not images:
@@ -52,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         args.mode,
         batch_size=args.batch_size,
         allow_pickle=args.allow_pickle,
+        runtime=args.runtime,
+        exported=args.exported,
     )
     root = args.input if args.input.is_dir() else args.input.parent
     skipped = []

@@ -127,7 +127,8 @@ class FusedAttention(nn.Module):
     """LRSA in eval, folded: ``(B, C, H, W)`` -> the attention map ``(B, C, H, W)``; the caller adds it.
 
     ``in_scale`` / ``in_shift`` (head blocks): the BatchNorm that precedes the attention, applied
-    to the pooled grids. ``attn.proj`` carries the block's LayerScale.
+    to the map before pooling (pooling averages, so it equals the BatchNorm of the pooled grids).
+    ``attn.proj`` carries the block's LayerScale.
     """
 
     def __init__(
@@ -154,9 +155,12 @@ class FusedAttention(nn.Module):
         batch, channels, height, width = x.shape
         heads = self.num_heads
         grid = pooled_grid(height, width, self.pooled_size)
-        pooled = adaptive_avg_pool2d_multi(x, [grid, *(pooled_grid(height, width, s) for s in self.level_sizes)])
         if self.affine:
-            pooled = [p * self.in_scale + self.in_shift for p in pooled]
+            # Before pooling, which averages: the same values. After it, OpenVINO 2026.4's int8
+            # transformations merged this per-channel product with a dequantization moved through
+            # the pooling products into a constant of the wrong rank: the int8 IR did not run.
+            x = x * self.in_scale + self.in_shift
+        pooled = adaptive_avg_pool2d_multi(x, [grid, *(pooled_grid(height, width, s) for s in self.level_sizes)])
         plan = resize_plan(height, width, grid, x) if self.exact_shortcut else None
         queries = plan.gather(pooled[0]) if plan is not None else pooled[0]  # the cells the resize reads
         kept = queries.shape[-2:]

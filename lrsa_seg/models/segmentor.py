@@ -108,6 +108,21 @@ def resize_to_multiple(images: torch.Tensor, multiple: int = 32) -> torch.Tensor
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
+def rescale(images: torch.Tensor, base_size: tuple[int, int] | None, scale: float = 1.0) -> torch.Tensor:
+    """The test-time resize of :func:`predict_logits`: bilinear, aspect kept, sides at least 32.
+
+    To the largest size fitting ``base_size`` ``(long, short)`` (None: the native size), times ``scale``.
+    """
+    height, width = images.shape[-2:]
+    base = 1.0
+    if base_size is not None:
+        base = min(max(base_size) / max(height, width), min(base_size) / min(height, width))
+    if base * scale == 1.0:
+        return images
+    size = (max(32, int(height * base * scale + 0.5)), max(32, int(width * base * scale + 0.5)))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
@@ -140,15 +155,9 @@ def predict_logits(
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     height, width = images.shape[-2:]
-    base = 1.0
-    if base_size is not None:
-        base = min(max(base_size) / max(height, width), min(base_size) / min(height, width))
     total: torch.Tensor | None = None
     for scale in scales:
-        scaled = images
-        if base * scale != 1.0:
-            size = (max(32, int(height * base * scale + 0.5)), max(32, int(width * base * scale + 0.5)))
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        scaled = rescale(images, base_size, scale)
         for flipped in (False, True) if flip else (False,):
             x = scaled.flip(-1) if flipped else scaled
             if mode == "slide":

@@ -15,6 +15,7 @@ from lrsa_seg.cli.benchmark.zoo import build_model
 from lrsa_seg.models.lrsa import LowResolutionSelfAttention
 
 
+@pytest.mark.slow  # two worker processes: 12-15 s (its parts run by default: the tests below)
 def test_pooled_mode_times_each_pooled_size_in_one_run(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = ["benchmark", "--modes", "pooled", "--pooled-model", "lrformer_test", "--pooled-sizes", "8"]

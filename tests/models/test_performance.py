@@ -207,7 +207,8 @@ def test_benchmark_cli_end_to_end(tmp_path: Path) -> None:
 def test_onnx_export_dynamic_size_matches_pytorch(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from lrsa_seg.models.export import onnx_max_abs_diff
+    from lrsa_seg.models.export import max_abs_diff
+    from lrsa_seg.models.runtime import load_exported
 
     model = _random_eval_stats(create_model("lrformer_test", num_classes=5))
     weights, path = tmp_path / "weights.pt", tmp_path / "model.onnx"
@@ -215,7 +216,7 @@ def test_onnx_export_dynamic_size_matches_pytorch(tmp_path: Path) -> None:
     argv = ["export", "--model", "lrformer_test", "--weights", str(weights), "--format", "onnx"]
     assert main([*argv, "--output", str(path), "--fuse", "--check"]) == 0  # --check with no sizes: skip it
     # One graph, three sizes (77 x 150 is not a multiple of 32), against the unfused PyTorch model.
-    assert max(onnx_max_abs_diff(path, model, [(96, 128), (77, 150), (160, 96)])) <= 1e-4
+    assert max(max_abs_diff(load_exported(path, "onnxruntime"), model, [(96, 128), (77, 150), (160, 96)])) <= 1e-4
 
 
 _FAULTS_OF_WARM_PASSES = """

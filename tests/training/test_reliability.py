@@ -219,8 +219,13 @@ EVERY_4_STEPS = ["--trainer.val_check_interval", "4", "--trainer.check_val_every
 
 @pytest.mark.parametrize(
     ("schedule", "killed_at"),
-    # ~30 s each on 2 cores: the first runs by default, the other two with -m slow
-    [([], 1), pytest.param([], 2, marks=pytest.mark.slow), pytest.param(EVERY_4_STEPS, 2, marks=pytest.mark.slow)],
+    # ~25 s each on 2 cores, all three with -m slow; by default a signal before a validation
+    # waits for it (test_signal_saves_last_and_exits_with_128_plus_signum[SIGUSR1-before-validation])
+    [
+        pytest.param([], 1, marks=pytest.mark.slow),
+        pytest.param([], 2, marks=pytest.mark.slow),
+        pytest.param(EVERY_4_STEPS, 2, marks=pytest.mark.slow),
+    ],
     ids=["first-epoch-end", "last-epoch-end", "second-of-every-4-steps"],
 )
 def test_run_killed_during_validation_validates_on_resume(

@@ -19,10 +19,13 @@ Models (``--models``): ``lrformer_t`` (any registered segmentor: the training mo
 users run it), ``lrformer_t_cl`` (the same, channels-last), ``lrformer_t_fused``
 (:func:`~lrsa_seg.models.fuse.fuse_for_inference`), ``lrformer_t_fused_compiled``
 (``torch.compile(dynamic=True)`` of the fused copy), ``lrformer_t_ref`` (the unoptimised
-reference in :mod:`lrsa_seg.models.reference`), ``lrformer_t_onnx``
-(the fused model exported to ONNX, run by onnxruntime), ``segformer_b0`` ... ``segformer_b2``
+reference in :mod:`lrsa_seg.models.reference`), ``segformer_b0`` ... ``segformer_b2``
 (Hugging Face ``transformers``, random init, logits upsampled to the input size as ours are).
-Inference-only models are skipped in training mode.
+Exported rows (``--onnx``, ``--openvino``): ``<model>_onnx`` (ONNX Runtime), ``<model>_openvino``
+(OpenVINO fp32) and ``<model>_openvino_int8`` (NNCF int8), where ``<model>`` is an LRFormer
+(its fused copy is exported) or a SegFormer; each is exported once with dynamic height and width
+into ``--export-dir`` and reused by every size (and by later runs given the same folder); the
+export time is reported. Inference-only models are skipped in training mode.
 
 Pooled sizes (``--modes pooled``): the training step (forward + backward + AdamW) of
 ``--pooled-model`` with its backbone's LRSA pooled size set to each of ``--pooled-sizes`` in all
@@ -40,6 +43,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
     parser.add_argument("--num-classes", type=int, default=150, help="output classes")
     parser.add_argument("--onnx", action="store_true", help="add the ONNX Runtime row(s) of each LRFormer variant")
+    parser.add_argument(
+        "--openvino",
+        action="store_true",
+        help="add OpenVINO fp32 and int8 rows of each LRFormer variant and SegFormer (the [deploy] extra)",
+    )
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        help="folder of the exported rows' files, reused when present (None: a temporary folder for this run)",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        help="images to calibrate the int8 rows on (None: random inputs; speed does not depend on them)",
+    )
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows of each fused LRFormer")
     parser.add_argument(
         "--omp-wait-policy",
@@ -129,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
                 models.append(f"{name}_onnx")
             if args.compile:
                 models.append(f"{name}_fused_compiled")
+        if args.openvino and name.count("_") == 1:  # lrformer_t, segformer_b1: not their other forms
+            models += [f"{name}_openvino", f"{name}_openvino_int8"]
+    with tempfile.TemporaryDirectory(prefix="lrsa-exports-") as scratch:
+        args.export_dir = args.export_dir or scratch
+        return measure(args, models)
+
+
+def measure(args: argparse.Namespace, models: list[str]) -> int:
+    """Run every group of rows, print the report and write it to ``--output``."""
     env = dict(os.environ)
     if args.omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from .zoo import GEMM, INFERENCE_ONLY, _macs
+from .zoo import GEMM, INFERENCE_ONLY, exported_suffix, row_macs
 
 
 class Worker:
@@ -80,12 +80,13 @@ def run_group(
     if mode != "pooled":
         names = [*names, GEMM]
     if args.device != "cpu":
-        names = [n for n in names if not n.endswith("_onnx")]
+        names = [n for n in names if exported_suffix(n) is None]  # the runtimes run on the CPU
     base = dict(size=list(size), mode=mode, batch=batch, threads=args.threads, device=args.device)
     base.update(dtype=args.dtype, num_classes=args.num_classes)
+    base.update(export_dir=args.export_dir, calibration=args.calibration)
     rows = []
     workers = []
-    for name in names:  # started one after another: builds (and ONNX exports) do not overlap
+    for name in names:  # started one after another: builds (and exports) do not overlap
         w = Worker({**base, "model": name, "overrides": (overrides or {}).get(name, {})}, env)
         ready = w.read()
         w.info = ready or {}
@@ -124,7 +125,7 @@ def run_group(
             continue
         if mode == "infer" and row.get("median_s") and not args.no_flops:
             try:
-                macs = _macs(row["model"], *size, args.num_classes)
+                macs = row_macs(row["model"], *size, args.num_classes)
             except Exception as err:  # noqa: BLE001 (a counting failure must not lose the timings)
                 row["macs_error"] = str(err)
                 macs = None

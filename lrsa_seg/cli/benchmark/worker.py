@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...allocator import apply_allocator_setting, release_freed_memory
-from .zoo import GEMM, _Onnx, build_model
+from .zoo import GEMM, build_model, exported_model, exported_suffix
 
 
 def _rss_mib() -> float:
@@ -52,18 +52,16 @@ def worker(spec: dict[str, Any]) -> int:
 
         info: dict[str, Any] = {"flop_per_step": 3 * 2 * 2048**3}
     else:
-        model, info = build_model(name, spec["num_classes"], spec.get("overrides"))
         x = torch.randn(batch, 3, height, width)
-        if name.endswith("_onnx"):
-            import tempfile
-
-            runner = _Onnx(model, spec["threads"], Path(tempfile.mkdtemp(prefix="lrsa-onnx-")))
-            info["export_s"] = runner.export_s
+        if exported_suffix(name) is not None:
+            folder, size = Path(spec["export_dir"]), (height, width)
+            runner, info = exported_model(name, spec["num_classes"], spec["threads"], folder, spec["calibration"], size)
 
             def step() -> None:
-                runner(x)
+                runner.run(x.numpy())
 
         else:
+            model, info = build_model(name, spec["num_classes"], spec.get("overrides"))
             model = model.to(device)
             x = x.to(device)
             if info.get("channels_last"):

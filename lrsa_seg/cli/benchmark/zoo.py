@@ -1,4 +1,7 @@
-"""The benchmark's models by row name: LRFormer variants and their fused/compiled/ONNX/reference forms, SegFormer."""
+"""The benchmark's models by row name: LRFormer variants and their forms, SegFormer, exported rows.
+
+Forms: fused, compiled, reference; any model exported and run by ONNX Runtime or OpenVINO (fp32, int8).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ SEGFORMER = {
 }
 
 
-INFERENCE_ONLY = ("_fused", "_onnx", "_compiled")
+# Exported rows: the model (LRFormer fused, SegFormer as it is) exported once with dynamic height
+# and width, then run by a runtime; the longest suffix first.
+EXPORTED = {"_openvino_int8": "openvino", "_openvino": "openvino", "_onnx": "onnxruntime"}
+INFERENCE_ONLY = ("_fused", "_compiled", *EXPORTED)
 
 
 GEMM = "matmul_2048"
@@ -72,7 +78,7 @@ def build_model(name: str, num_classes: int, overrides: dict[str, Any] | None = 
             set_exact_shortcut(model, False)
         return model, info
     base = name
-    for suffix in ("_fused_compiled", "_fused", "_compiled", "_onnx", "_ref", "_cl"):
+    for suffix in ("_fused_compiled", "_fused", "_compiled", "_ref", "_cl"):
         if name.endswith(suffix):
             base = name[: -len(suffix)]
             break
@@ -82,33 +88,73 @@ def build_model(name: str, num_classes: int, overrides: dict[str, Any] | None = 
         return _reference(model), info
     if name.endswith("_cl"):
         return model.to(memory_format=torch.channels_last), {"channels_last": True}
-    if name.endswith(("_fused", "_onnx", "_fused_compiled")):
+    if name.endswith(("_fused", "_fused_compiled")):
         model = fuse_for_inference(model)
     if name.endswith("_compiled"):
         model = torch.compile(model, dynamic=True)
     return model, info
 
 
-class _Onnx:
-    """onnxruntime session with the model's call signature."""
-
-    def __init__(self, model: Any, threads: int, workdir: Path) -> None:
-        import onnxruntime as ort
-
-        from ...models.export import export_onnx
-
-        start = time.perf_counter()
-        path = export_onnx(model, workdir / "model.onnx")
-        self.export_s = time.perf_counter() - start
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: Any) -> Any:
-        return self.session.run(["logits"], {"images": x.numpy()})[0]
+def exported_suffix(name: str) -> str | None:
+    """The :data:`EXPORTED` suffix of a row name (``segformer_b1_openvino_int8`` -> ``_openvino_int8``), or None."""
+    return next((suffix for suffix in EXPORTED if name.endswith(suffix)), None)
 
 
-def _macs(name: str, height: int, width: int, num_classes: int) -> int | None:
+def calibration_inputs(folder: str | None, count: int, size: tuple[int, int]) -> list[Any]:
+    """int8 calibration inputs ``(1, 3, H, W)`` float32: images of ``folder`` (normalized, at ``size``) or random.
+
+    Speed does not depend on what the model was calibrated on; the accuracy of an int8 model is
+    measured with real images (``lrsa-seg export --calibration``, ``lrsa-seg test --runtime``).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ...constants import IMAGE_MEAN, IMAGE_STD
+    from ...inference import image_array
+    from ..segment import list_images
+
+    if folder is None:
+        rng = np.random.default_rng(0)
+        return [rng.standard_normal((1, 3, *size)).astype(np.float32) for _ in range(count)]
+    mean, std = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    inputs = []
+    for path in list_images(Path(folder))[:count]:
+        image = torch.from_numpy(image_array(path)).permute(2, 0, 1)[None].float()
+        resized = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        inputs.append(((resized - mean) / std).numpy())
+    return inputs
+
+
+def exported_model(
+    name: str, num_classes: int, threads: int, folder: Path, calibration: str | None, size: tuple[int, int]
+) -> tuple[Any, dict[str, Any]]:
+    """The runtime model of an exported row, and ``export_s`` (0 where ``folder`` already held the files).
+
+    The fp32 file is exported once per base model into ``folder`` (``<base>/model.onnx`` or
+    ``<base>/model.xml``, dynamic height and width) and reused by every size and later runs;
+    ``_openvino_int8`` quantizes that IR with NNCF on 32 :func:`calibration_inputs` of ``size``.
+    """
+    from ...models.export import export_onnx, export_openvino, quantize_openvino
+    from ...models.runtime import load_exported
+
+    suffix = exported_suffix(name)
+    assert suffix is not None, name
+    base = name[: -len(suffix)]
+    runtime = EXPORTED[suffix]
+    path = folder / base / ("model.onnx" if runtime == "onnxruntime" else "model.xml")
+    start = time.perf_counter()
+    if not path.is_file():
+        model, _ = build_model(base if base.startswith("segformer_") else f"{base}_fused", num_classes)
+        (export_onnx if runtime == "onnxruntime" else export_openvino)(model, path)
+    if suffix == "_openvino_int8":
+        fp32, path = path, path.with_name("model_int8.xml")
+        if not path.is_file():
+            quantize_openvino(fp32, calibration_inputs(calibration, 32, size), lambda x: x, path)
+    return load_exported(path, runtime, threads), {"export_s": time.perf_counter() - start, "exported": str(path)}
+
+
+def row_macs(name: str, height: int, width: int, num_classes: int) -> int | None:
     """Forward multiply-accumulates of the (unfused) architecture, batch 1; None if unknown."""
     import torch
 
@@ -117,6 +163,7 @@ def _macs(name: str, height: int, width: int, num_classes: int) -> int | None:
 
     if name == GEMM:
         return None
+    name = name[: -len(exported_suffix(name) or "")] or name
     if name.startswith("segformer_"):
         from torch.utils.flop_counter import FlopCounterMode
 
