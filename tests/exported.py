@@ -52,3 +52,24 @@ def check_openvino_export(folder: str) -> None:
 def export_small_net(path: str) -> None:
     """SmallNet's OpenVINO IR at ``path`` (run in a child process: OpenVINO stays out of pytest's)."""
     export_openvino(SmallNet().eval(), Path(path), (64, 96))
+
+
+def check_lrformer_int8_runs(folder: str, name: str, size: tuple[int, int]) -> None:
+    """The int8 IR of the fused LRFormer ``name`` exported for ``size`` compiles and runs in OpenVINO.
+
+    LRFormer-T at 512 x 512 with BatchNorm at its initial values (a shift of zeros, which
+    OpenVINO drops) did not compile while the head's BatchNorm was a per-channel product right
+    before the pooling transpose ("Argument shapes are inconsistent"; lrformer_test compiled).
+    """
+    from lrsa_seg.models import create_model, fuse_for_inference
+
+    folder_path = Path(folder)
+    torch.manual_seed(0)
+    model = fuse_for_inference(create_model(name, num_classes=5).eval())
+    fp32 = load_exported(export_openvino(model, folder_path / "model.xml", size, fixed_size=True), "openvino")
+    assert max(max_abs_diff(fp32, model, [size])) <= 1e-4
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, *size)).astype(np.float32) for _ in range(2)]
+    int8 = load_exported(quantize_openvino(fp32.path, inputs, lambda x: x, folder_path / "int8.xml"), "openvino")
+    logits = int8(torch.from_numpy(inputs[0]))
+    assert tuple(logits.shape) == (1, 5, *size) and bool(torch.isfinite(logits).all())

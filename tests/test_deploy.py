@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,6 +120,48 @@ def test_runtime_arguments_are_checked(
     assert "not fit" in capsys.readouterr().err.splitlines()[-1]
 
 
+def test_an_int8_model_that_does_not_run_is_removed_with_a_clear_error(
+    camvid_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import lrsa_seg.cli.export as export_cli
+
+    # Stand-ins for the exporter, NNCF and OpenVINO: files written, the fp32 model runs (as the fused
+    # PyTorch model), the int8 one fails to compile as OpenVINO 2026.4 did for LRFormer-T at 512².
+    def write_ir(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("<net/>")
+        path.with_suffix(".bin").write_bytes(b"0")
+        return path
+
+    built: list[nn.Module] = []
+    build_for_export = export_cli.build_for_export
+
+    def build(*args: Any) -> nn.Module:
+        built.append(build_for_export(*args))
+        return built[-1]
+
+    def load(path: Path, runtime: str) -> ExportedModel:
+        if path.name.endswith("_int8.xml"):
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:\nArgument shapes are inconsistent.")
+        return TorchStandIn(path, built[-1])
+
+    monkeypatch.setattr(export_cli, "build_for_export", build)
+    monkeypatch.setattr(export_cli, "export_openvino", lambda model, path, *args, **kwargs: write_ir(Path(path)))
+    monkeypatch.setattr(export_cli, "quantize_openvino", lambda fp32, samples, transform, output: write_ir(output))
+    monkeypatch.setattr(export_cli, "load_exported", load)
+    monkeypatch.setattr(export_cli, "openvino_version", lambda: "2026.4.1")
+    out = tmp_path / "ir" / "model.xml"
+    argv = ["export", "--model", "lrformer_test", "--num-classes", "11", "--format", "openvino", "--output", str(out)]
+    argv += ["--check", "--quantize", "int8", "--calibration", str(camvid_root / "train")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "OpenVINO fp32 vs PyTorch fp32 label maps on the calibration images: 100.00% of pixels agree" in captured.out
+    assert captured.err.splitlines()[-1].startswith(
+        "error: the int8 model does not run in OpenVINO 2026.4.1 (Argument shapes are inconsistent.); removed it"
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin", "model.xml"]  # the fp32 files stay
+
+
 # --- LRFormer exported (slow: the dynamo exporter takes minutes on a 2-core machine) ----------------
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -187,6 +230,19 @@ def test_dynamic_export_and_int8_calibrated_on_a_folder(
     monkeypatch.chdir(tmp_path)
     args = ["test", "--config", TINY, "--model.init_args.weights", str(tmp_path / "model"), "--runtime", "openvino"]
     assert 0 <= float(run_lightning([*args, "--exported", str(int8)]).trainer.callback_metrics["test/mIoU"]) <= 1
+
+
+@pytest.mark.slow  # LRFormer-T's export and quantization at 512 x 512: about 90 s on 2 cores
+def test_lrformer_t_int8_compiles_at_512(tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript", reason="the ONNX exporter needs onnxscript (the [dev] extra)")
+    pytest.importorskip("openvino", reason="OpenVINO is the [deploy] extra")
+    pytest.importorskip("nncf", reason="NNCF is the [deploy] extra")
+    code = "import sys; from tests.exported import check_lrformer_int8_runs as check; "
+    code += "check(sys.argv[1], 'lrformer_t', (512, 512))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=TESTS.parent, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 @pytest.mark.slow  # five worker processes (each imports torch) and NNCF: about 40 s on 2 cores

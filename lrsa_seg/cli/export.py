@@ -13,7 +13,7 @@ from ..errors import ConfigError, DatasetError
 from ..inference import Segmenter
 from ..models import create_model, fuse_for_inference, list_models, load_pretrained
 from ..models.export import export_onnx, export_openvino, max_abs_diff, quantize_openvino
-from ..models.runtime import EXPORTED_FILES, load_exported
+from ..models.runtime import EXPORTED_FILES, import_runtime, load_exported
 from .common import ToolParser, add_size_argument, fail, positive_int, sizes_of
 from .segment import list_images
 
@@ -48,6 +48,11 @@ def output_path(args: argparse.Namespace) -> Path:
     raise ConfigError("--output is needed unless --weights is a saved model folder (the files go inside it)")
 
 
+def openvino_version() -> str:
+    """The installed OpenVINO's version (e.g. ``2026.4.1``)."""
+    return str(import_runtime("openvino").__version__).split("-", 1)[0]
+
+
 def pixel_agreement(reference: Segmenter, other: Segmenter, images: list[Path]) -> list[float]:
     """Per image, the share of pixels whose labels ``other`` gives as ``reference`` does."""
     return [float((reference(path) == other(path)).float().mean()) for path in images]
@@ -68,8 +73,17 @@ def quantize(args: argparse.Namespace, model: nn.Module, fp32: Path) -> Path:
     seconds = time.perf_counter() - start
     print(f"wrote {int8} in {seconds:.0f} s (int8, NNCF, calibrated on {len(images)} images of {args.calibration})")
     for path, label in ((fp32, "fp32"), (int8, "int8")):
-        exported = Segmenter(model, model.config["metadata"], exported=load_exported(path, "openvino"))
-        agreement = pixel_agreement(torch_segmenter, exported, images)
+        try:
+            exported = Segmenter(model, model.config["metadata"], exported=load_exported(path, "openvino"))
+            agreement = pixel_agreement(torch_segmenter, exported, images)
+        except RuntimeError as err:  # OpenVINO's compile or inference error: the file is of no use, fp32 stays
+            for file in (path, path.with_suffix(".bin")):
+                file.unlink(missing_ok=True)
+            last = str(err).strip().splitlines()[-1]
+            raise ConfigError(
+                f"the {label} model does not run in OpenVINO {openvino_version()} ({last}); removed it "
+                "(docs/deployment.md, Export: patterns OpenVINO's int8 transformations refused; try --fixed-size H W)"
+            ) from None
         worst = min(range(len(images)), key=agreement.__getitem__)
         print(
             f"  OpenVINO {label} vs PyTorch fp32 label maps on the calibration images: "
@@ -156,5 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if max(diffs) > args.tolerance:
             return fail(f"the exported output differs by more than --tolerance {args.tolerance}")
     if args.quantize:
-        quantize(args, model, path)
+        try:
+            quantize(args, model, path)
+        except ConfigError as err:
+            return fail(str(err))
     return 0

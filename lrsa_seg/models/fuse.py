@@ -126,8 +126,9 @@ def upsample_attention(x: torch.Tensor, size: torch.Size | tuple[int, int] | Res
 class FusedAttention(nn.Module):
     """LRSA in eval, folded: ``(B, C, H, W)`` -> the attention map ``(B, C, H, W)``; the caller adds it.
 
-    ``in_scale`` / ``in_shift`` (head blocks): the BatchNorm that precedes the attention, applied
-    to the map before pooling (pooling averages, so it equals the BatchNorm of the pooled grids).
+    ``in_scale`` / ``in_shift`` (head blocks, ``(C,)``): the BatchNorm that precedes the
+    attention, applied by the pooling (:func:`~lrsa_seg.models.pooling.adaptive_avg_pool2d_multi`;
+    pooling averages, so before or after it is the same).
     ``attn.proj`` carries the block's LayerScale.
     """
 
@@ -147,20 +148,19 @@ class FusedAttention(nn.Module):
         self.affine = norm is not None
         if norm is not None:
             scale, shift = _bn_affine(norm)
-            self.register_buffer("in_scale", scale.float().view(1, -1, 1, 1))
-            self.register_buffer("in_shift", shift.float().view(1, -1, 1, 1))
+            self.register_buffer("in_scale", scale.float())
+            self.register_buffer("in_shift", shift.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, H, W)``: attended on the pooled grid, upsampled to the map."""
         batch, channels, height, width = x.shape
         heads = self.num_heads
         grid = pooled_grid(height, width, self.pooled_size)
-        if self.affine:
-            # Before pooling, which averages: the same values. After it, OpenVINO 2026.4's int8
-            # transformations merged this per-channel product with a dequantization moved through
-            # the pooling products into a constant of the wrong rank: the int8 IR did not run.
-            x = x * self.in_scale + self.in_shift
-        pooled = adaptive_avg_pool2d_multi(x, [grid, *(pooled_grid(height, width, s) for s in self.level_sizes)])
+        # The BatchNorm goes into the pooling (on the grids; when traced, on the map in the layout
+        # the pooling product reads: where OpenVINO's int8 transformations accept it).
+        affine = (self.in_scale, self.in_shift) if self.affine else None
+        sizes = [grid, *(pooled_grid(height, width, s) for s in self.level_sizes)]
+        pooled = adaptive_avg_pool2d_multi(x, sizes, affine)
         plan = resize_plan(height, width, grid, x) if self.exact_shortcut else None
         queries = plan.gather(pooled[0]) if plan is not None else pooled[0]  # the cells the resize reads
         kept = queries.shape[-2:]

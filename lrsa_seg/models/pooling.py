@@ -47,16 +47,23 @@ def is_traced() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
-def pool_by_matmul(x: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+def pool_by_matmul(
+    x: torch.Tensor, sizes: list[tuple[int, int]], affine: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list[torch.Tensor]:
     """Adaptive average pooling of ``x (B, C, H, W)`` to several grids with matrix products.
 
     The rows of all grids are pooled in ONE product that reads ``x`` once; the columns per grid
     on the small result. Channels-last ``x`` is read as ``(B, H, W * C)`` without a copy.
+    ``affine``: per-channel ``(scale, shift)`` (``(C,)`` each) applied to ``x`` first, in the
+    layout the product reads (see :func:`adaptive_avg_pool2d_multi`).
     """
     batch, channels, height, width = x.shape
     rows = torch.cat([pool_matrix(height, h, x) for h, _ in sizes])  # (sum h, H)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        pooled_rows = torch.matmul(rows, x.permute(0, 2, 3, 1).reshape(batch, height, width * channels))
+        x_last = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        if affine is not None:
+            x_last = x_last * affine[0] + affine[1]
+        pooled_rows = torch.matmul(rows, x_last.reshape(batch, height, width * channels))
         pooled_rows = pooled_rows.view(batch, -1, width, channels)  # (B, sum h, W, C)
         out, start = [], 0
         for h, w in sizes:
@@ -64,6 +71,8 @@ def pool_by_matmul(x: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.
             out.append(torch.matmul(pool_matrix(width, w, x), part).permute(0, 3, 1, 2))  # (B, C, h, w)
             start += h
         return out
+    if affine is not None:
+        x = x * affine[0].view(-1, 1, 1) + affine[1].view(-1, 1, 1)
     pooled_rows = torch.matmul(rows, x)  # (B, C, sum h, W)
     out, start = [], 0
     for h, w in sizes:
@@ -85,8 +94,22 @@ def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return pool_by_matmul(x, [size])[0]
 
 
-def adaptive_avg_pool2d_multi(x: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """:func:`adaptive_avg_pool2d` to several grids (one read of ``x`` when traced)."""
+def adaptive_avg_pool2d_multi(
+    x: torch.Tensor, sizes: list[tuple[int, int]], affine: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    """:func:`adaptive_avg_pool2d` of ``x (B, C, H, W)`` to several grids (one read of ``x`` when traced).
+
+    ``affine``: per-channel ``(scale, shift)``, each ``(C,)``, of ``x`` before pooling (a
+    BatchNorm in eval). Pooling averages, so in eager mode it is applied to the small grids. When
+    traced it is applied to the map, after the map's transpose to channels-last: a per-channel
+    product right before that transpose was merged by OpenVINO 2026.4's int8 transformations
+    with the preceding convolution's dequantization into a constant of the wrong layout, and the
+    int8 IR of a model whose shift was all zeros (BatchNorm at its initial values) did not compile.
+    """
     if not is_traced():
-        return [F.adaptive_avg_pool2d(x, size) for size in sizes]
-    return pool_by_matmul(x, sizes)
+        pooled = [F.adaptive_avg_pool2d(x, size) for size in sizes]
+        if affine is None:
+            return pooled
+        scale, shift = affine[0].view(-1, 1, 1), affine[1].view(-1, 1, 1)
+        return [grid * scale + shift for grid in pooled]
+    return pool_by_matmul(x, sizes, affine)

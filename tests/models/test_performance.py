@@ -77,6 +77,11 @@ def test_pooling_by_matmul_equals_adaptive_pooling(channels_last: bool) -> None:
     sizes = [(16, 10), (11, 7), (4, 3), (48, 30)]  # the last pools up (repeats pixels)
     for got, size in zip(pool_by_matmul(x, sizes), sizes):
         assert torch.allclose(got, F.adaptive_avg_pool2d(x, size), atol=1e-6)
+    # With a BatchNorm's per-channel affine folded in (the fused head), in either layout.
+    scale, shift = torch.rand(5) + 0.5, torch.randn(5)
+    for got, size in zip(pool_by_matmul(x, sizes, (scale, shift)), sizes):
+        expected = F.adaptive_avg_pool2d(x, size) * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
+        assert torch.allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", REFERENCES)
@@ -133,7 +138,12 @@ def test_fused_backbone_alone() -> None:
 
 @pytest.mark.parametrize(
     "scope",
-    ["fused-block", pytest.param("fused-model", marks=pytest.mark.slow), pytest.param("model", marks=pytest.mark.slow)],
+    [
+        "fused-block",
+        "fused-head-block",
+        pytest.param("fused-model", marks=pytest.mark.slow),
+        pytest.param("model", marks=pytest.mark.slow),
+    ],
 )  # Dynamo's symbolic-shape tracing of a whole model takes 1-4 minutes on 2 cores; one fused block
 # (the part whose pooled grid, pyramid and upsampling sizes depend on H and W) takes seconds.
 def test_compile_fullgraph_dynamic_one_graph_for_all_sizes(scope: str) -> None:
@@ -144,6 +154,8 @@ def test_compile_fullgraph_dynamic_one_graph_for_all_sizes(scope: str) -> None:
     model = _random_eval_stats(create_model("lrformer_test", num_classes=3, depths=(1, 1, 1, 1)))
     if scope == "fused-block":
         eager, channels, stride = fuse_for_inference(model).backbone.stages[1].blocks[0], 32, 8
+    elif scope == "fused-head-block":  # its BatchNorm applied by the pooling, channels-last as in the model
+        eager, channels, stride = fuse_for_inference(model).decode_head.block1, 32, 8
     else:
         eager, channels, stride = (fuse_for_inference(model) if scope == "fused-model" else model), 3, 1
     counter = CompileCounter()
@@ -151,6 +163,8 @@ def test_compile_fullgraph_dynamic_one_graph_for_all_sizes(scope: str) -> None:
     with torch.no_grad():
         for height, width in SIZES:
             x = torch.randn(1, channels, height // stride, width // stride)
+            if scope == "fused-head-block":
+                x = x.contiguous(memory_format=torch.channels_last)
             assert _rel_max(compiled(x.clone()), eager(x.clone())) <= 1e-4  # the fused block adds in place
     assert counter.frame_count == 1  # no graph break, no recompilation per size
     torch._dynamo.reset()

@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder of the exported rows' files, reused when present (None: a temporary folder for this run)",
     )
     parser.add_argument(
+        "--fixed-exports",
+        action="store_true",
+        help="export every row once per size (fixed height and width: a faster export; what runs LRFormer int8 "
+        "in OpenVINO 2026.4, see docs/deployment.md) instead of once with dynamic sizes",
+    )
+    parser.add_argument(
         "--calibration",
         default=None,
         help="images to calibrate the int8 rows on (None: random inputs; speed does not depend on them)",

@@ -83,7 +83,7 @@ def run_group(
         names = [n for n in names if exported_suffix(n) is None]  # the runtimes run on the CPU
     base = dict(size=list(size), mode=mode, batch=batch, threads=args.threads, device=args.device)
     base.update(dtype=args.dtype, num_classes=args.num_classes)
-    base.update(export_dir=args.export_dir, calibration=args.calibration)
+    base.update(export_dir=args.export_dir, calibration=args.calibration, fixed_exports=args.fixed_exports)
     rows = []
     workers = []
     for name in names:  # started one after another: builds (and exports) do not overlap

@@ -55,7 +55,9 @@ def worker(spec: dict[str, Any]) -> int:
         x = torch.randn(batch, 3, height, width)
         if exported_suffix(name) is not None:
             folder, size = Path(spec["export_dir"]), (height, width)
-            runner, info = exported_model(name, spec["num_classes"], spec["threads"], folder, spec["calibration"], size)
+            runner, info = exported_model(
+                name, spec["num_classes"], spec["threads"], folder, spec["calibration"], size, spec["fixed_exports"]
+            )
 
             def step() -> None:
                 runner.run(x.numpy())

@@ -22,6 +22,10 @@ SEGFORMER = {
 # and width, then run by a runtime; the longest suffix first.
 EXPORTED = {"_openvino_int8": "openvino", "_openvino": "openvino", "_onnx": "onnxruntime"}
 INFERENCE_ONLY = ("_fused", "_compiled", *EXPORTED)
+# Enough for the int8 rows' speed, which does not depend on the calibration; accuracy is measured
+# with real images elsewhere. Few: at 2048² SegFormer-B1's quantization on 8 inputs was killed
+# (signal 9, on a machine of 23 GiB) once NNCF had collected their statistics.
+CALIBRATION_INPUTS = 2
 
 
 GEMM = "matmul_2048"
@@ -120,20 +124,27 @@ def calibration_inputs(folder: str | None, count: int, size: tuple[int, int]) ->
     mean, std = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
     inputs = []
     for path in list_images(Path(folder))[:count]:
-        image = torch.from_numpy(image_array(path)).permute(2, 0, 1)[None].float()
+        image = torch.tensor(image_array(path)).permute(2, 0, 1)[None].float()  # a copy: the array is read-only
         resized = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         inputs.append(((resized - mean) / std).numpy())
     return inputs
 
 
 def exported_model(
-    name: str, num_classes: int, threads: int, folder: Path, calibration: str | None, size: tuple[int, int]
+    name: str,
+    num_classes: int,
+    threads: int,
+    folder: Path,
+    calibration: str | None,
+    size: tuple[int, int],
+    fixed_size: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """The runtime model of an exported row, and ``export_s`` (0 where ``folder`` already held the files).
+    """The runtime model of an exported row, and ``export_s`` (about 0 where ``folder`` already held the files).
 
     The fp32 file is exported once per base model into ``folder`` (``<base>/model.onnx`` or
-    ``<base>/model.xml``, dynamic height and width) and reused by every size and later runs;
-    ``_openvino_int8`` quantizes that IR with NNCF on 32 :func:`calibration_inputs` of ``size``.
+    ``<base>/model.xml``, dynamic height and width) and reused by every size and later runs, or
+    with ``fixed_size`` once per size (``<base>/<H>x<W>/``); ``_openvino_int8`` quantizes that IR
+    with NNCF on :data:`CALIBRATION_INPUTS` :func:`calibration_inputs` of ``size``.
     """
     from ...models.export import export_onnx, export_openvino, quantize_openvino
     from ...models.runtime import load_exported
@@ -142,15 +153,17 @@ def exported_model(
     assert suffix is not None, name
     base = name[: -len(suffix)]
     runtime = EXPORTED[suffix]
-    path = folder / base / ("model.onnx" if runtime == "onnxruntime" else "model.xml")
+    where = folder / base / (f"{size[0]}x{size[1]}" if fixed_size else "")
+    path = where / ("model.onnx" if runtime == "onnxruntime" else "model.xml")
     start = time.perf_counter()
     if not path.is_file():
         model, _ = build_model(base if base.startswith("segformer_") else f"{base}_fused", num_classes)
-        (export_onnx if runtime == "onnxruntime" else export_openvino)(model, path)
+        export = export_onnx if runtime == "onnxruntime" else export_openvino
+        export(model, path, size if fixed_size else (256, 320), fixed_size=fixed_size)
     if suffix == "_openvino_int8":
         fp32, path = path, path.with_name("model_int8.xml")
         if not path.is_file():
-            quantize_openvino(fp32, calibration_inputs(calibration, 32, size), lambda x: x, path)
+            quantize_openvino(fp32, calibration_inputs(calibration, CALIBRATION_INPUTS, size), lambda x: x, path)
     return load_exported(path, runtime, threads), {"export_s": time.perf_counter() - start, "exported": str(path)}
 
 
