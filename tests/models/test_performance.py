@@ -140,7 +140,7 @@ def test_fused_backbone_alone() -> None:
     "scope",
     [
         "fused-block",
-        "fused-head-block",
+        pytest.param("fused-head-block", marks=pytest.mark.slow),  # the pooling's BatchNorm: also unit-tested
         pytest.param("fused-model", marks=pytest.mark.slow),
         pytest.param("model", marks=pytest.mark.slow),
     ],

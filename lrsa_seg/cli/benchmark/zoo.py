@@ -22,9 +22,8 @@ SEGFORMER = {
 # and width, then run by a runtime; the longest suffix first.
 EXPORTED = {"_openvino_int8": "openvino", "_openvino": "openvino", "_onnx": "onnxruntime"}
 INFERENCE_ONLY = ("_fused", "_compiled", *EXPORTED)
-# Enough for the int8 rows' speed, which does not depend on the calibration; accuracy is measured
-# with real images elsewhere. Few: at 2048² SegFormer-B1's quantization on 8 inputs was killed
-# (signal 9, on a machine of 23 GiB) once NNCF had collected their statistics.
+# Enough for the int8 rows' speed, which does not depend on the calibration (accuracy is measured
+# with real images elsewhere), and few: each is a full fp32 pass of the model at the row's size.
 CALIBRATION_INPUTS = 2
 
 
