@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -22,6 +23,13 @@ def fail(message: str) -> int:
     return 2
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in ``--help``, lines wrapped at spaces only: a default path keeps its hyphens whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class ToolParser(argparse.ArgumentParser):
     """``argparse`` with defaults in ``--help`` and argument errors as one ``error:`` line (exit 2)."""
 
@@ -29,7 +37,7 @@ class ToolParser(argparse.ArgumentParser):
         super().__init__(
             prog=f"lrsa-seg {prog}",
             description=description,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
             allow_abbrev=False,
             **kwargs,
         )
